@@ -1,0 +1,5 @@
+"""Blockchain indexer daemon."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

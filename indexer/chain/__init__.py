@@ -1,0 +1,30 @@
+"""Chain sources: fetch blocks from nodes and hand back checked domain objects.
+
+Every source implements `ChainSource`. What a source returns has been checked for shape and
+self-consistency (numbers asked for, child rows naming their block); whether consecutive
+blocks link is checked by `indexer.sync.validate`, the same for every kind of chain.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from indexer.models import Block, BlockRef
+
+
+class ChainSource(Protocol):
+    """What the sync engine needs from a chain."""
+
+    label: str
+
+    async def check_identity(self) -> None:
+        """Raise `errors.ChainMismatch` unless every endpoint serves the configured chain."""
+
+    async def head(self) -> int:
+        """The height of the node's best block."""
+
+    async def blocks(self, start: int, count: int) -> list[Block]:
+        """Blocks `start` .. `start + count - 1` with their child rows, in order."""
+
+    async def block_ref(self, number: int) -> BlockRef:
+        """The node's canonical block at `number` (hash only)."""

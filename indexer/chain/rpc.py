@@ -1,0 +1,271 @@
+"""JSON-RPC over HTTP with aiohttp: batching, bounded concurrency, timeouts, retries, failover.
+
+This is the boundary where aiohttp and transport errors become `errors.Source*`:
+- unreachable, timed out, HTTP 429 / 5xx  -> `SourceTransient` (retried here, next endpoint);
+- malformed JSON, wrong ids, missing batch items -> `ResponseCorrupted` (retried here too:
+  the next endpoint may answer properly; the caller refetches if it keeps happening);
+- a JSON-RPC error object -> `RpcError` (not retried here: the caller decides).
+Several URLs are alternatives for the same chain: a failed attempt moves to the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from indexer import errors, redact
+
+logger = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+_ERROR_LOG_INTERVAL_SECS = 60.0
+
+
+@dataclass
+class EndpointStats:
+    """Counters per endpoint, exported as metrics later."""
+
+    url: str  # redacted
+    requests: int = 0
+    errors: int = 0
+    latency_secs_total: float = 0.0
+    last_error: str | None = None
+
+
+@dataclass
+class _Endpoint:
+    url: str
+    stats: EndpointStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = EndpointStats(redact.redact_url(self.url))
+
+
+class RpcClient:
+    """A JSON-RPC client over one or more equivalent HTTP endpoints."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout_secs: float,
+        max_concurrency: int = 8,
+        max_attempts: int = 5,
+        label: str = "rpc",
+    ) -> None:
+        assert urls, "at least one URL"
+        self._endpoints = [_Endpoint(url) for url in urls]
+        self._next_endpoint = 0
+        self._timeout_secs = timeout_secs
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._max_attempts = max_attempts
+        self._label = label
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+        self._last_error_log = 0.0
+        self._failing = False
+
+    async def __aenter__(self) -> RpcClient:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._timeout_secs, sock_connect=10),
+            headers={"Content-Type": "application/json"},
+            connector=aiohttp.TCPConnector(limit=64, enable_cleanup_closed=True),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def endpoints(self) -> list[EndpointStats]:
+        return [e.stats for e in self._endpoints]
+
+    @property
+    def urls(self) -> list[str]:
+        return [e.url for e in self._endpoints]
+
+    # -- Public calls
+
+    async def call(self, method: str, params: Sequence[Any] = (), *, url: str | None = None) -> Any:
+        """Send one request and return its `result`."""
+        (result,) = await self.batch([(method, params)], url=url)
+        return result
+
+    async def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, url: str | None = None
+    ) -> list[Any]:
+        """Send `calls` as one JSON-RPC batch to one endpoint; return results in order.
+
+        With `url`, only that endpoint is asked (used to check every endpoint's chain id).
+        """
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((errors.SourceTransient, errors.ResponseCorrupted)),
+            wait=_wait,
+            stop=stop_after_attempt(self._max_attempts),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                endpoint = self._pick(url)
+                results = await self._send(endpoint, calls)
+        if self._failing:
+            self._failing = False
+            logger.info("%s: connection restored", self._label, extra={"action": "rpc_restored"})
+        return results
+
+    # -- Internals
+
+    def _pick(self, url: str | None) -> _Endpoint:
+        if url is not None:
+            return next(e for e in self._endpoints if e.url == url)
+        return self._endpoints[self._next_endpoint % len(self._endpoints)]
+
+    def _fail_over(self, endpoint: _Endpoint) -> None:
+        if self._endpoints[self._next_endpoint % len(self._endpoints)] is endpoint:
+            self._next_endpoint += 1
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self._failing = True
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_INTERVAL_SECS:
+            self._last_error_log = now
+            exc = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "%s: %s (attempt %d, retrying)",
+                self._label,
+                exc,
+                state.attempt_number,
+                extra={"action": "rpc_retry"},
+            )
+
+    async def _send(
+        self, endpoint: _Endpoint, calls: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[Any]:
+        assert self._session is not None, "RpcClient used outside `async with`"
+        ids = [next(self._ids) for _ in calls]
+        body = orjson.dumps(
+            [
+                {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)}
+                for i, (m, p) in zip(ids, calls, strict=True)
+            ]
+        )
+        where = endpoint.stats.url
+        stats = endpoint.stats
+        stats.requests += 1
+        started = time.monotonic()
+        try:
+            async with self._semaphore:
+                try:
+                    async with asyncio.timeout(self._timeout_secs):
+                        payload = await self._post(endpoint.url, body, where)
+                except TimeoutError as exc:
+                    raise errors.SourceTimeout(
+                        f"{where}: no answer within {self._timeout_secs:g}s"
+                    ) from exc
+                except aiohttp.ClientError as exc:
+                    raise errors.SourceTransient(f"{where}: {type(exc).__name__}") from exc
+            return _match(payload, ids, calls, where)
+        except (errors.SourceTransient, errors.ResponseCorrupted) as exc:
+            stats.errors += 1
+            stats.last_error = str(exc)
+            self._fail_over(endpoint)
+            raise
+        finally:
+            stats.latency_secs_total += time.monotonic() - started
+
+    async def _post(self, url: str, body: bytes, where: str) -> Any:
+        assert self._session is not None
+        async with self._session.post(url, data=body) as resp:
+            if resp.status == 429 or resp.status >= 500:
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                raise errors.SourceTransient(
+                    f"{where}: HTTP {resp.status}", retry_after_secs=retry_after
+                )
+            if resp.status != 200:
+                raise errors.SourceError(f"{where}: HTTP {resp.status}")
+            if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
+                raise errors.ResponseCorrupted(f"{where}: response larger than the cap")
+            raw = bytearray()
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                raw += chunk
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    raise errors.ResponseCorrupted(f"{where}: response larger than the cap")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise errors.ResponseCorrupted(f"{where}: response is not valid JSON") from exc
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), 60.0)
+    except ValueError:
+        return None
+
+
+def _wait(state: RetryCallState) -> float:
+    base = wait_exponential_jitter(initial=0.25, max=4)(state)
+    exc = state.outcome.exception() if state.outcome else None
+    hinted = exc.context.get("retry_after_secs") if isinstance(exc, errors.IndexerError) else None
+    return max(base, float(hinted)) if isinstance(hinted, int | float) else base
+
+
+def _match(
+    payload: Any, ids: list[int], calls: Sequence[tuple[str, Sequence[Any]]], where: str
+) -> list[Any]:
+    """Pair a batch response with its requests by id; every id exactly once."""
+    if isinstance(payload, dict) and "error" in payload:
+        # A node that rejects the whole batch answers with one error object.
+        err = payload["error"] if isinstance(payload["error"], dict) else {}
+        raise errors.RpcError(
+            f"{where}: batch rejected: {str(err.get('message', '?'))[:200]}",
+            code=int(err.get("code", 0)) if isinstance(err.get("code"), int) else 0,
+        )
+    if not isinstance(payload, list):
+        raise errors.ResponseCorrupted(f"{where}: batch response is not a list")
+    by_id: dict[int, dict[str, Any]] = {}
+    for item in payload:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), int):
+            raise errors.ResponseCorrupted(f"{where}: batch item without an integer id")
+        if item["id"] in by_id:
+            raise errors.ResponseCorrupted(f"{where}: id {item['id']} answered twice")
+        by_id[item["id"]] = item
+    if set(by_id) != set(ids):
+        raise errors.ResponseCorrupted(
+            f"{where}: batch answer ids do not match the request "
+            f"({len(set(ids) - set(by_id))} missing, {len(set(by_id) - set(ids))} unexpected)"
+        )
+    results = []
+    for i, (method, _params) in zip(ids, calls, strict=True):
+        item = by_id[i]
+        if "error" in item and item["error"] is not None:
+            err = item["error"] if isinstance(item["error"], dict) else {}
+            code = err.get("code")
+            raise errors.RpcError(
+                f"{where}: {method} failed: {str(err.get('message', '?'))[:200]}",
+                code=code if isinstance(code, int) else 0,
+            )
+        if "result" not in item:
+            raise errors.ResponseCorrupted(f"{where}: {method} answer has neither result nor error")
+        results.append(item["result"])
+    return results

@@ -1,0 +1,154 @@
+"""Command line: `indexer [--config PATH] COMMAND`. Exit codes are in `indexer.errors`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import click
+import orjson
+
+from indexer import config as config_mod
+from indexer import daemon, errors, logsetup, stats
+from indexer.config import Config
+from indexer.store.migrate import migrate
+
+logger = logging.getLogger("indexer")
+
+
+def _fail(exc: errors.IndexerError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _load(ctx: click.Context) -> Config:
+    path: str | None = ctx.obj["config_path"]
+    try:
+        cfg = config_mod.load(path)
+    except errors.ConfigError as exc:
+        _fail(exc)
+    logsetup.configure(secrets=cfg.secrets(), level=ctx.obj["log_level"], json=ctx.obj["json"])
+    return cfg
+
+
+def _run(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run `main(stop)` with SIGINT/SIGTERM setting `stop`; a second signal cancels it."""
+
+    async def wrapper() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(signame: str) -> None:
+            if stop.is_set():
+                logger.warning("%s again: stopping now", signame, extra={"action": "abort"})
+                task.cancel()
+                return
+            logger.info(
+                "%s: finishing the batch in flight, then stopping",
+                signame,
+                extra={"action": "stopping"},
+            )
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        try:
+            return await main(stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(wrapper())
+    except errors.IndexerError as exc:
+        logger.error("%s", exc, extra={"action": "fatal"})
+        _fail(exc)
+    except asyncio.CancelledError:
+        return errors.EXIT_FAILURE
+    raise AssertionError("unreachable")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: $INDEXER_CONFIG, else config/indexer.toml).",
+)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
+@click.option("--log-json/--log-text", "log_json", default=None,
+              help="Log format (default: JSON unless stderr is a terminal).")  # fmt: skip
+@click.pass_context
+def main(
+    ctx: click.Context, config_path: str | None, log_level: str, log_json: bool | None
+) -> None:
+    """Index blockchains into Postgres, exactly: every block linked, every reorg undone."""
+    ctx.obj = {
+        "config_path": config_path,
+        "log_level": getattr(logging, log_level.upper()),
+        "json": log_json,
+    }
+
+
+@main.command("migrate")
+@click.pass_context
+def migrate_cmd(ctx: click.Context) -> None:
+    """Apply pending database migrations (idempotent; safe to run concurrently)."""
+    cfg = _load(ctx)
+
+    async def run(stop: asyncio.Event) -> int:
+        applied = await migrate(cfg.database)
+        click.echo(f"applied {len(applied)} migration(s)" if applied else "schema is up to date")
+        return errors.EXIT_OK
+
+    sys.exit(_run(run))
+
+
+@main.command("sync")
+@click.option("--chain", "chains", multiple=True, metavar="NAME",
+              help="Chain to index (repeatable; default: all configured chains).")  # fmt: skip
+@click.option("--to", "to_height", type=click.IntRange(min=0), metavar="HEIGHT",
+              help="Stop once every selected chain's checkpoint reaches HEIGHT.")  # fmt: skip
+@click.pass_context
+def sync_cmd(ctx: click.Context, chains: tuple[str, ...], to_height: int | None) -> None:
+    """Migrate if needed, then index the chains (follow the head forever without --to)."""
+    cfg = _load(ctx)
+    try:
+        daemon.select_chains(cfg, chains)
+    except errors.ConfigError as exc:
+        _fail(exc)
+
+    async def run(stop: asyncio.Event) -> int:
+        return await daemon.run_sync(cfg, chains=chains, to_height=to_height, stop=stop)
+
+    sys.exit(_run(run))
+
+
+@main.command("stats")
+@click.option("--chain", "chains", multiple=True, metavar="NAME", help="Chain (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_context
+def stats_cmd(ctx: click.Context, chains: tuple[str, ...], as_json: bool) -> None:
+    """Per chain: start block, checkpoint, node head, lag, blocks stored and missing."""
+    cfg = _load(ctx)
+    try:
+        daemon.select_chains(cfg, chains)
+    except errors.ConfigError as exc:
+        _fail(exc)
+
+    async def run(stop: asyncio.Event) -> int:
+        rows = await stats.collect(cfg, chains)
+        if as_json:
+            click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        else:
+            click.echo(stats.render(rows))
+        return errors.EXIT_OK
+
+    sys.exit(_run(run))

@@ -1,0 +1,190 @@
+"""The one validated configuration object, built at start-up and passed down.
+
+TOML from ``--config`` / ``$INDEXER_CONFIG`` / ``config/indexer.toml``, with
+``INDEXER_DATABASE_URL`` overriding ``[database] url``. Nothing else reads the environment.
+Every error names the key; no error echoes a value (values may hold secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from indexer import errors, redact
+
+DEFAULT_CONFIG_PATH = Path("config/indexer.toml")
+ENV_CONFIG = "INDEXER_CONFIG"
+ENV_DATABASE_URL = "INDEXER_DATABASE_URL"
+_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Model):
+    url: str
+    pool_min_size: int = Field(default=1, ge=1, le=100)
+    pool_max_size: int = Field(default=4, ge=1, le=100)
+    connect_timeout_secs: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> DatabaseConfig:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool_min_size must not exceed pool_max_size")
+        return self
+
+
+class HttpConfig(_Model):
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT")
+        return listen
+
+
+class ChainConfig(_Model):
+    name: str
+    kind: Literal["evm", "electrum"]
+    urls: tuple[str, ...] = Field(min_length=1)
+    chain_id: int | None = Field(default=None, ge=0)
+    genesis_hash: str | None = None
+    start_block: int = Field(default=0, ge=0)
+    confirmations: int = Field(default=0, ge=0, le=10_000)
+    max_reorg_depth: int = Field(default=64, ge=1, le=100_000)
+    batch_size: int = Field(default=100, ge=1, le=2016)
+    poll_interval_secs: float = Field(default=2.0, gt=0, le=3600)
+    request_timeout_secs: float = Field(default=30.0, gt=0, le=3600)
+    prefetch_batches: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ValueError("must match [a-z0-9_-]+")
+        return name
+
+    @field_validator("genesis_hash")
+    @classmethod
+    def _genesis(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", value):
+            raise ValueError("must be a 32-byte hex hash")
+        return value
+
+    @model_validator(mode="after")
+    def _per_kind(self) -> ChainConfig:
+        schemes = {"evm": ("http", "https"), "electrum": ("tcp", "ssl")}[self.kind]
+        for url in self.urls:
+            parts = urlsplit(url)
+            if parts.scheme not in schemes or not parts.hostname:
+                want = " or ".join(f"{s}://" for s in schemes)
+                raise ValueError(f"urls: each must be a {want} URL for kind {self.kind!r}")
+        if self.kind == "evm" and self.chain_id is None:
+            raise ValueError("chain_id: required for kind 'evm'")
+        if self.kind == "electrum" and self.genesis_hash is None:
+            raise ValueError("genesis_hash: required for kind 'electrum'")
+        return self
+
+
+class Config(_Model):
+    database: DatabaseConfig
+    http: HttpConfig | None = None
+    chains: tuple[ChainConfig, ...]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        if not self.chains:
+            raise ValueError("chains: at least one [[chains]] entry is required")
+        seen: set[str] = set()
+        for chain in self.chains:
+            if chain.name in seen:
+                raise ValueError(f"chains: duplicate name {chain.name!r}")
+            seen.add(chain.name)
+        return self
+
+    def chain(self, name: str) -> ChainConfig:
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        raise errors.ConfigError(f"--chain: no chain named {name!r} in the config")
+
+    def secrets(self) -> set[str]:
+        """Every secret substring in the config, for the log filter."""
+        found = redact.secrets_in_url(self.database.url)
+        for chain in self.chains:
+            for url in chain.urls:
+                found |= redact.secrets_in_url(url)
+        return found
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(exc: pydantic.ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        key = _loc(tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{key}: {msg}" if key else msg)
+    return "invalid config: " + "; ".join(lines)
+
+
+def build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """Validate `data` (parsed TOML) with the environment overlay applied."""
+    merged = dict(data)
+    if env.get(ENV_DATABASE_URL):
+        database = dict(merged.get("database") or {})
+        database["url"] = env[ENV_DATABASE_URL]
+        merged["database"] = database
+    try:
+        return Config.model_validate(merged)
+    except pydantic.ValidationError as exc:
+        raise errors.ConfigError(_describe(exc)) from None
+
+
+def resolve_path(path: str | None, env: Mapping[str, str]) -> Path:
+    return Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH)
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the config file; raise `ConfigError` naming the problem."""
+    env = os.environ if env is None else env
+    resolved = resolve_path(path, env)
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read config file {resolved}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigError(f"config file {resolved} is not valid TOML: {exc}") from None
+    return build(data, env)

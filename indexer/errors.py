@@ -1,0 +1,117 @@
+"""One error tree for the indexer; a class docstring is its default message.
+
+Library errors (aiohttp, psycopg, pydantic) are translated into these at the boundary that
+talks to the library, with ``raise ... from exc``; business code catches only these.
+Messages never carry secrets: URLs are redacted before they reach an error.
+"""
+
+from __future__ import annotations
+
+# Process exit codes (see INTERFACE.md).
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_REORG_TOO_DEEP = 3
+
+
+class IndexerError(Exception):
+    """Unexpected indexer error."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str | None = None, **context: object) -> None:
+        self.context = context
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+# -- Configuration and usage
+
+
+class ConfigError(IndexerError):
+    """Configuration is invalid."""
+
+    exit_code = EXIT_USAGE
+
+
+class ChainMismatch(ConfigError):
+    """The node serves a different chain than the configuration names."""
+
+
+# -- Chain sources
+
+
+class SourceError(IndexerError):
+    """Chain source failed."""
+
+
+class SourceTransient(SourceError):
+    """Chain source unreachable, timed out or rate-limited (retried)."""
+
+
+class SourceTimeout(SourceTransient):
+    """Chain source did not answer in time (retried)."""
+
+
+class RpcError(SourceError):
+    """Chain source answered with a JSON-RPC error."""
+
+    def __init__(self, message: str | None = None, *, code: int = 0, **context: object) -> None:
+        self.code = code
+        super().__init__(message, code=code, **context)
+
+    @property
+    def fatal(self) -> bool:
+        """True when retrying cannot help: the method or its params are wrong for this node."""
+        return self.code in (-32700, -32600, -32601, -32602)
+
+
+class ResponseCorrupted(SourceError):
+    """Chain source answered with malformed or inconsistent data."""
+
+
+# -- Chain validation
+
+
+class ChainValidationError(IndexerError):
+    """Fetched blocks do not form a valid chain."""
+
+
+class ReorgDetected(ChainValidationError):
+    """The first fetched block does not link to our stored tip."""
+
+
+class BrokenBatch(ChainValidationError):
+    """A fetched batch is not internally linked (the node changed while answering)."""
+
+
+class ChainHalted(IndexerError):
+    """A chain stopped and needs an operator."""
+
+
+class ReorgTooDeep(ChainHalted):
+    """Fork point is deeper than max_reorg_depth; refusing to roll back."""
+
+    exit_code = EXIT_REORG_TOO_DEEP
+
+
+# -- Store
+
+
+class StoreError(IndexerError):
+    """Database operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """Database unreachable (retried)."""
+
+
+class CheckpointConflict(StoreError):
+    """Checkpoint moved under us; is another writer running?"""
+
+
+class WriterLockHeld(StoreError):
+    """Another indexer instance holds the writer lock for this chain."""
+
+
+class MigrationError(StoreError):
+    """A migration failed."""

@@ -1,0 +1,72 @@
+"""Domain objects: what a chain source hands to validation and the store.
+
+Only these travel past `indexer.chain`; hashes and addresses are raw bytes in the byte order
+explorers display, heights are ints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """A block identified by height and hash (a tip, a checkpoint, a fork point)."""
+
+    number: int
+    hash: bytes
+
+    def __str__(self) -> str:
+        return f"{self.number:,d}/0x{self.hash.hex()[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    block_number: int
+    tx_index: int
+    hash: bytes
+    from_address: bytes
+    to_address: bytes | None  # None for a contract creation
+    value: int
+    nonce: int
+    gas: int
+    gas_price: int | None
+    input: bytes
+    type: int
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    block_number: int
+    log_index: int
+    tx_index: int
+    tx_hash: bytes
+    address: bytes
+    topics: tuple[bytes, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    timestamp: int  # unix seconds
+    tx_count: int
+    # EVM header fields (None on other chains)
+    miner: bytes | None = None
+    gas_used: int | None = None
+    gas_limit: int | None = None
+    base_fee_per_gas: int | None = None
+    size: int | None = None
+    # Bitcoin header fields (None on other chains)
+    version: int | None = None
+    merkle_root: bytes | None = None
+    bits: int | None = None
+    nonce: int | None = None
+    transactions: tuple[Tx, ...] = field(default=(), repr=False)
+    logs: tuple[Log, ...] = field(default=(), repr=False)
+
+    @property
+    def ref(self) -> BlockRef:
+        return BlockRef(self.number, self.hash)

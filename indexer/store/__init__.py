@@ -1,0 +1,165 @@
+"""Postgres access: connections, error translation, and the read side.
+
+`Store` owns the shared connection pool (reads, stats, migrations). Each chain's writes go
+through its own `store.writer.ChainWriter`, on a dedicated connection that also holds that
+chain's writer lock. psycopg errors become `errors.StoreError` subclasses here and only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from indexer import errors, redact
+from indexer.config import DatabaseConfig
+from indexer.models import BlockRef
+from indexer.store.queries import Q
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "indexer"
+# Advisory-lock namespaces (first key of the two-int form).
+LOCK_NS_MIGRATE = 0x1D3C_0001
+LOCK_NS_WRITER = 0x1D3C_0002
+
+
+@contextlib.contextmanager
+def translate(action: str) -> Iterator[None]:
+    """Turn psycopg errors raised inside into `StoreError`s that name `action`."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise errors.StoreUnavailable(f"{action}: no database connection available") from exc
+    except psycopg.OperationalError as exc:
+        raise errors.StoreUnavailable(f"{action}: database unavailable: {_brief(exc)}") from exc
+    except psycopg.Error as exc:
+        raise errors.StoreError(f"{action}: {_brief(exc)}") from exc
+
+
+def _brief(exc: BaseException) -> str:
+    # psycopg messages may include the conninfo on connection failures; keep the first line.
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+async def connect(db: DatabaseConfig, *, purpose: str) -> psycopg.AsyncConnection[Any]:
+    """Open a dedicated autocommit connection (for a writer or the migration lock)."""
+    with translate(f"connect to {redact.redact_url(db.url)} ({purpose})"):
+        return await psycopg.AsyncConnection.connect(
+            db.url,
+            autocommit=True,
+            connect_timeout=max(1, int(db.connect_timeout_secs)),
+            application_name=f"{APPLICATION_NAME}:{purpose}",
+        )
+
+
+class Store:
+    """The shared pool and the read-side queries."""
+
+    def __init__(self, db: DatabaseConfig) -> None:
+        self.db = db
+        self._pool = AsyncConnectionPool(
+            db.url,
+            open=False,
+            min_size=db.pool_min_size,
+            max_size=db.pool_max_size,
+            kwargs={
+                "autocommit": True,
+                "application_name": APPLICATION_NAME,
+                "connect_timeout": max(1, int(db.connect_timeout_secs)),
+            },
+            check=AsyncConnectionPool.check_connection,
+            timeout=db.connect_timeout_secs,
+            name="indexer",
+        )
+
+    async def open(self) -> None:
+        """Open the pool and wait until the database answers (fail fast at start-up)."""
+        with translate(f"open database pool {redact.redact_url(self.db.url)}"):
+            await self._pool.open(wait=True, timeout=self.db.connect_timeout_secs)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(self, action: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        with translate(action):
+            async with self._pool.connection() as conn:
+                yield conn
+
+    def pool_stats(self) -> dict[str, int]:
+        return self._pool.get_stats()
+
+    # -- Chains
+
+    async def register_chain(
+        self,
+        *,
+        name: str,
+        kind: str,
+        chain_id: int | None,
+        genesis_hash: bytes | None,
+        start_block: int,
+    ) -> int:
+        """Return the chain's id, creating its `chains` and `checkpoints` rows if new.
+
+        A chain already registered under `name` must be the same chain (kind, chain id,
+        genesis); otherwise the database holds another chain's data under this name.
+        """
+        params = {
+            "name": name,
+            "kind": kind,
+            "chain_id": chain_id,
+            "genesis_hash": genesis_hash,
+            "start_block": start_block,
+        }
+        async with self.connection(f"register chain {name}") as conn:
+            async with conn.transaction():
+                await conn.execute(Q["chain_insert"], params)
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(Q["chain_get"], {"name": name})
+                row = await cur.fetchone()
+                assert row is not None
+                for key in ("kind", "chain_id", "genesis_hash"):
+                    if row[key] != params[key]:
+                        raise errors.ChainMismatch(
+                            f"chains[{name}].{key}: the database holds chain {name!r} with a "
+                            f"different {key}; refusing to mix two chains under one name"
+                        )
+                chain = int(row["id"])
+                if row["start_block"] != start_block:
+                    await conn.execute(
+                        Q["chain_set_start_block"], {"chain": chain, "start_block": start_block}
+                    )
+                await conn.execute(Q["checkpoint_init"], {"chain": chain})
+        return chain
+
+    async def checkpoint(self, chain: int) -> BlockRef | None:
+        async with self.connection("read checkpoint") as conn:
+            cur = await conn.execute(Q["checkpoint_get"], {"chain": chain})
+            row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        return BlockRef(int(row[0]), bytes(row[1]))
+
+    async def set_head(self, chain: int, head: int) -> None:
+        async with self.connection("record node head") as conn:
+            await conn.execute(Q["chain_set_head"], {"chain": chain, "head": head})
+
+    async def chain_stats(self, name: str) -> dict[str, Any] | None:
+        async with self.connection(f"read stats of {name}") as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(Q["stats_chain"], {"name": name})
+            return await cur.fetchone()

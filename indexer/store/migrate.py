@@ -1,0 +1,106 @@
+"""Apply numbered SQL migrations in order, once, under an advisory lock.
+
+Migrations are `NNNN_description.sql` files in `migrations/` (shipped inside the package as
+`indexer/migrations`). Each runs in its own transaction together with its row in
+`schema_migrations`, so a crash leaves it either applied and recorded or neither. An applied
+migration whose file changed is an error: migrations are append-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from indexer import errors
+from indexer.config import DatabaseConfig
+from indexer.store import LOCK_NS_MIGRATE, connect, translate
+from indexer.store.queries import Q
+
+logger = logging.getLogger(__name__)
+
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations_dir() -> Path:
+    """The installed copy inside the package, else the repository's `migrations/`."""
+    packaged = Path(str(resources.files("indexer"))) / "migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    directory = directory or migrations_dir()
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_RE.match(path.name)
+        if not match:
+            raise errors.MigrationError(f"migration file {path.name} is not NNNN_name.sql")
+        found.append(Migration(int(match[1]), match[2], path.read_text("utf-8")))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise errors.MigrationError(f"migrations must be numbered 1..n without gaps: {versions}")
+    return found
+
+
+async def migrate(db: DatabaseConfig, *, directory: Path | None = None) -> list[Migration]:
+    """Apply pending migrations; return those applied now. Safe to run concurrently."""
+    pending = discover(directory)
+    applied_now: list[Migration] = []
+    conn = await connect(db, purpose="migrate")
+    try:
+        with translate("apply migrations"):
+            await conn.execute(Q["advisory_lock"], {"namespace": LOCK_NS_MIGRATE, "key": 0})
+            await conn.execute(Q["migrations_table"])
+            cur = await conn.execute(Q["migrations_applied"])
+            done = {int(v): (str(n), str(c)) for v, n, c in await cur.fetchall()}
+            for migration in pending:
+                if migration.version in done:
+                    if done[migration.version][1] != migration.checksum:
+                        raise errors.MigrationError(
+                            f"migration {migration.version:04d}_{migration.name} was changed "
+                            "after it was applied; migrations are append-only"
+                        )
+                    continue
+                async with conn.transaction():
+                    # Trusted SQL shipped with the package.
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        Q["migration_record"],
+                        {
+                            "version": migration.version,
+                            "name": migration.name,
+                            "checksum": migration.checksum,
+                        },
+                    )
+                logger.info(
+                    "applied migration %04d_%s",
+                    migration.version,
+                    migration.name,
+                    extra={"action": "migrate"},
+                )
+                applied_now.append(migration)
+            unknown = sorted(set(done) - {m.version for m in pending})
+            if unknown:
+                raise errors.MigrationError(
+                    f"the database has migrations {unknown} that this version does not know; "
+                    "is an older indexer running against a newer schema?"
+                )
+    finally:
+        await conn.close()
+    return applied_now

@@ -1,0 +1,170 @@
+"""One chain's write path: blocks, transactions, logs and the checkpoint in one transaction.
+
+A `ChainWriter` owns a dedicated connection that holds the chain's writer lock (a session
+advisory lock) for as long as it lives, and every write goes through that same connection.
+If the connection drops, the lock goes with it and so does our right to write: `reconnect`
+must take the lock again before any further write (fencing). The checkpoint moves by
+compare-and-swap, so even a writer that lost its lock unnoticed could not move it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from indexer import errors
+from indexer.config import DatabaseConfig
+from indexer.models import Block, BlockRef
+from indexer.store import LOCK_NS_WRITER, connect, translate
+from indexer.store.queries import Q
+
+logger = logging.getLogger(__name__)
+
+BLOCK_TYPES = [
+    "int2", "int8", "bytea", "bytea", "timestamptz", "int4", "bytea", "int8", "int8",
+    "numeric", "int4", "int8", "bytea", "int8", "int8",
+]  # fmt: skip
+TX_TYPES = [
+    "int2", "int8", "int4", "bytea", "bytea", "bytea", "numeric", "numeric", "numeric",
+    "numeric", "bytea", "int2",
+]  # fmt: skip
+LOG_TYPES = ["int2", "int8", "int4", "int4", "bytea", "bytea", "bytea[]", "bytea"]
+
+
+class ChainWriter:
+    """The single writer of one chain."""
+
+    def __init__(self, db: DatabaseConfig, *, chain: int, name: str) -> None:
+        self._db = db
+        self.chain = chain
+        self.name = name
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def open(self) -> None:
+        """Connect and take the writer lock; raise `WriterLockHeld` if another instance has it."""
+        conn = await connect(self._db, purpose=f"writer:{self.name}")
+        try:
+            with translate(f"take the writer lock of chain {self.name}"):
+                cur = await conn.execute(
+                    Q["try_advisory_lock"], {"namespace": LOCK_NS_WRITER, "key": self.chain}
+                )
+                row = await cur.fetchone()
+            if not row or not row[0]:
+                raise errors.WriterLockHeld(
+                    f"chain {self.name}: another indexer instance is syncing this chain "
+                    "(it holds the writer lock); refusing to start a second writer"
+                )
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def reconnect(self) -> None:
+        """Drop the connection (and with it the lock) and take both again."""
+        await self.close()
+        await self.open()
+
+    async def __aenter__(self) -> ChainWriter:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def conn(self) -> psycopg.AsyncConnection[Any]:
+        assert self._conn is not None, "writer used before open()"
+        return self._conn
+
+    async def tip(self) -> BlockRef | None:
+        """Read the checkpoint and check that no block is stored above it."""
+        with translate(f"read checkpoint of chain {self.name}"):
+            cur = await self.conn.execute(Q["checkpoint_get"], {"chain": self.chain})
+            row = await cur.fetchone()
+            tip = None if row is None or row[0] is None else BlockRef(int(row[0]), bytes(row[1]))
+            if tip is not None:
+                cur = await self.conn.execute(
+                    Q["block_hash_at"], {"chain": self.chain, "number": tip.number}
+                )
+                stored = await cur.fetchone()
+                if stored is None or bytes(stored[0]) != tip.hash:
+                    raise errors.StoreError(
+                        f"chain {self.name}: checkpoint {tip} does not match the stored block "
+                        "at that height; run `indexer verify`"
+                    )
+        return tip
+
+    async def write_batch(
+        self, blocks: Sequence[Block], *, expected: BlockRef | None, head: int | None
+    ) -> BlockRef:
+        """Write `blocks` and move the checkpoint from `expected` to the last one, atomically.
+
+        The caller has validated that `blocks` link to `expected`. Returns the new tip.
+        """
+        assert blocks, "empty batch"
+        new_tip = blocks[-1].ref
+        chain = self.chain
+        with translate(f"write blocks {blocks[0].number:,d}-{new_tip.number:,d} of {self.name}"):
+            async with self.conn.transaction():
+                cur = self.conn.cursor()
+                async with cur.copy(Q["copy_blocks"]) as copy:
+                    copy.set_types(BLOCK_TYPES)
+                    for b in blocks:
+                        await copy.write_row(
+                            (
+                                chain, b.number, b.hash, b.parent_hash,
+                                datetime.fromtimestamp(b.timestamp, UTC), b.tx_count,
+                                b.miner, b.gas_used, b.gas_limit, b.base_fee_per_gas, b.size,
+                                b.version, b.merkle_root, b.bits, b.nonce,
+                            )
+                        )  # fmt: skip
+                if any(b.transactions for b in blocks):
+                    async with cur.copy(Q["copy_transactions"]) as copy:
+                        copy.set_types(TX_TYPES)
+                        for b in blocks:
+                            for t in b.transactions:
+                                await copy.write_row(
+                                    (
+                                        chain, t.block_number, t.tx_index, t.hash,
+                                        t.from_address, t.to_address, t.value, t.nonce, t.gas,
+                                        t.gas_price, t.input, t.type,
+                                    )
+                                )  # fmt: skip
+                if any(b.logs for b in blocks):
+                    async with cur.copy(Q["copy_logs"]) as copy:
+                        copy.set_types(LOG_TYPES)
+                        for b in blocks:
+                            for lg in b.logs:
+                                await copy.write_row(
+                                    (
+                                        chain, lg.block_number, lg.log_index, lg.tx_index,
+                                        lg.tx_hash, lg.address, list(lg.topics), lg.data,
+                                    )
+                                )  # fmt: skip
+                await cur.execute(
+                    Q["checkpoint_advance"],
+                    {
+                        "chain": chain,
+                        "number": new_tip.number,
+                        "hash": new_tip.hash,
+                        "expected_number": None if expected is None else expected.number,
+                        "expected_hash": None if expected is None else expected.hash,
+                    },
+                )
+                if cur.rowcount != 1:
+                    raise errors.CheckpointConflict(
+                        f"chain {self.name}: checkpoint is no longer at {expected}; "
+                        "is another writer running?"
+                    )
+                if head is not None:
+                    await cur.execute(Q["chain_set_head"], {"chain": chain, "head": head})
+        return new_tip

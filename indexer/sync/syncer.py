@@ -1,0 +1,216 @@
+"""The sync loop of one chain: fetch -> validate -> write + checkpoint -> repeat.
+
+Invariants this loop keeps:
+- what is stored is always a linked chain from start_block to the checkpoint: a batch is
+  written only after `validate.check_links` accepted it against the tip we read from the
+  database, and blocks plus checkpoint commit in one transaction (`ChainWriter.write_batch`);
+- nothing above the node head less `confirmations`, nor above `--to`, is ever fetched;
+- no database transaction is open while we wait for a node: fetching happens in the
+  prefetcher, writing starts only once a batch is in hand;
+- `stop` is honoured between batches: a batch is written whole or not at all.
+Transient node and database failures are waited out with capped backoff; a batch that fails
+validation is refetched; only operator-level problems end the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from indexer import errors
+from indexer.chain import ChainSource
+from indexer.config import ChainConfig
+from indexer.models import BlockRef
+from indexer.store import Store
+from indexer.store.writer import ChainWriter
+from indexer.sync import validate
+from indexer.sync.fetcher import Prefetcher
+from indexer.sync.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_MAX_BACKOFF_SECS = 30.0
+_WARN_INTERVAL_SECS = 60.0
+
+
+class _Stopped(Exception):
+    """The stop event fired while we waited."""
+
+
+class ChainSyncer:
+    def __init__(
+        self,
+        cfg: ChainConfig,
+        *,
+        source: ChainSource,
+        writer: ChainWriter,
+        store: Store,
+        stop: asyncio.Event,
+        progress: Progress,
+        to_height: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.writer = writer
+        self.store = store
+        self.stop = stop
+        self.progress = progress
+        self.to_height = to_height
+        self.fetcher = Prefetcher(source, batch_size=cfg.batch_size, depth=cfg.prefetch_batches)
+        self.tip: BlockRef | None = None
+        self.head: int | None = None
+        self._head_at = 0.0
+        self._failures = 0
+        self._last_warn = 0.0
+        self._following_logged = False
+
+    @property
+    def _log(self) -> dict[str, object]:
+        return {"chain": self.cfg.name, "height": self.tip.number if self.tip else None}
+
+    def _next_height(self) -> int:
+        return self.tip.number + 1 if self.tip else self.cfg.start_block
+
+    def _done(self) -> bool:
+        return self.to_height is not None and self._next_height() > self.to_height
+
+    async def run(self) -> None:
+        """Sync until `stop` is set or, with `to_height`, until the checkpoint reaches it."""
+        try:
+            self.tip = await self.writer.tip()
+            logger.info(
+                "%s: resuming after %s",
+                self.cfg.name,
+                self.tip if self.tip else f"nothing (start block {self.cfg.start_block:,d})",
+                extra={**self._log, "action": "resume"},
+            )
+            self.fetcher.reset(self._next_height())
+            while not self.stop.is_set() and not self._done():
+                try:
+                    await self._step()
+                    self._failures = 0
+                except _Stopped:
+                    break
+                except errors.RpcError as exc:
+                    if exc.fatal:
+                        raise
+                    await self._back_off(exc)
+                except (errors.SourceError, errors.BrokenBatch) as exc:
+                    await self._back_off(exc)
+                except errors.StoreUnavailable as exc:
+                    await self._back_off(exc)
+                    await self._reconnect()
+        except _Stopped:
+            pass
+        finally:
+            await self.fetcher.close()
+            self.progress.finish()
+        if self._done():
+            logger.info(
+                "%s: reached height %s",
+                self.cfg.name,
+                f"{self.to_height:,d}",
+                extra={**self._log, "action": "done"},
+            )
+
+    async def _step(self) -> None:
+        limit = await self._limit()
+        next_height = self._next_height()
+        if next_height > limit:
+            if not self._following_logged and self.to_height is None:
+                self._following_logged = True
+                logger.info(
+                    "%s: caught up at %s, following the head",
+                    self.cfg.name,
+                    self.tip,
+                    extra={**self._log, "action": "following"},
+                )
+            await self._sleep(self.cfg.poll_interval_secs)
+            return
+        self.fetcher.set_limit(limit)
+        blocks = await self._until_stop(self.fetcher.next_batch())
+        try:
+            validate.check_links(self.tip, blocks, start_block=self.cfg.start_block)
+        except errors.ReorgDetected as exc:
+            raise errors.ChainHalted(
+                f"chain {self.cfg.name}: {exc}; the node switched branches below our tip. "
+                "Reorg handling is not implemented yet: nothing was written; inspect with "
+                "`indexer stats` and restart when the node agrees with the stored chain"
+            ) from exc
+        except errors.BrokenBatch:
+            self.fetcher.reset(next_height)
+            raise
+        # The batch is in hand: only now does a transaction open (no network await inside).
+        self.tip = await self.writer.write_batch(blocks, expected=self.tip, head=self.head)
+        self.progress.update(self.cfg.name, height=self.tip.number, target=limit)
+
+    async def _limit(self) -> int:
+        """Highest height we may fetch now: node head less confirmations, capped by --to."""
+        now = time.monotonic()
+        stale = now - self._head_at >= self.cfg.poll_interval_secs
+        if self.head is None or stale:
+            head = await self._until_stop(self.source.head())
+            if head != self.head:
+                # Recorded for `stats` and the coverage view; a failure here is not fatal.
+                await self.store.set_head(self.writer.chain, head)
+            self.head, self._head_at = head, now
+        limit = self.head - self.cfg.confirmations
+        if self.to_height is not None:
+            limit = min(limit, self.to_height)
+        return limit
+
+    async def _reconnect(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self.writer.reconnect()
+                self.tip = await self.writer.tip()
+                self.fetcher.reset(self._next_height())
+                logger.info(
+                    "%s: database connection restored",
+                    self.cfg.name,
+                    extra={**self._log, "action": "db_restored"},
+                )
+                return
+            except errors.StoreUnavailable as exc:
+                await self._back_off(exc)
+
+    async def _back_off(self, exc: Exception) -> None:
+        self._failures += 1
+        self.fetcher.reset(self._next_height())
+        delay = min(_MAX_BACKOFF_SECS, 0.5 * 2 ** min(self._failures - 1, 8))
+        now = time.monotonic()
+        if self._failures == 1 or now - self._last_warn >= _WARN_INTERVAL_SECS:
+            self._last_warn = now
+            logger.warning(
+                "%s: %s (failure %d; retrying in %.1fs)",
+                self.cfg.name,
+                exc,
+                self._failures,
+                delay,
+                extra={**self._log, "action": "retry"},
+            )
+        await self._sleep(delay)
+
+    async def _sleep(self, secs: float) -> None:
+        try:
+            await asyncio.wait_for(self.stop.wait(), timeout=secs)
+        except TimeoutError:
+            return
+        raise _Stopped
+
+    async def _until_stop(self, aw: Awaitable[T]) -> T:
+        """Await `aw`, or raise `_Stopped` as soon as the stop event fires."""
+        work = asyncio.ensure_future(aw)
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        raise _Stopped
