@@ -1,0 +1,156 @@
+"""Check a stored chain: the invariants of RELIABILITY.md section 7, and equality with a node.
+
+Used after every sync, fault, crash and reorg test. Everything here reads the database with
+plain SQL and the node with plain JSON-RPC, independently of the indexer's own code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from indexer.devnet.anvil import RpcClient
+
+
+def chain_id_of(conn: psycopg.Connection[Any], name: str) -> int:
+    row = conn.execute("SELECT id FROM chains WHERE name = %s", (name,)).fetchone()
+    assert row is not None, f"chain {name} is not registered"
+    return int(row[0])
+
+
+def check_invariants(db_url: str, name: str, *, start_block: int = 0) -> int | None:
+    """Assert invariants 1-6 for chain `name`; return the checkpoint height (None if empty)."""
+    with psycopg.connect(db_url) as conn:
+        chain = chain_id_of(conn, name)
+        q = conn.execute
+        # 1. Linkage: every block's parent hash is its stored predecessor's hash.
+        bad_links = q(
+            """SELECT count(*) FROM blocks b JOIN blocks p
+               ON p.chain = b.chain AND p.number = b.number - 1
+               WHERE b.chain = %s AND b.parent_hash <> p.hash""",
+            (chain,),
+        ).fetchone()
+        assert bad_links == (0,), f"{bad_links} unlinked blocks"
+        cp = q("SELECT number, hash FROM checkpoints WHERE chain = %s", (chain,)).fetchone()
+        assert cp is not None
+        low, high, count = q(
+            "SELECT min(number), max(number), count(*) FROM blocks WHERE chain = %s", (chain,)
+        ).fetchone()  # type: ignore[misc]
+        if cp[0] is None:
+            assert count == 0, "blocks stored but no checkpoint"
+            return None
+        # 2. No gaps between the start and the checkpoint; 4. checkpoint == tip.
+        assert low == start_block, f"lowest stored block {low} != start block {start_block}"
+        assert high == cp[0], f"highest stored {high} != checkpoint {cp[0]}"
+        assert count == high - low + 1, f"gaps: {count} blocks in {low}..{high}"
+        tip_hash = q(
+            "SELECT hash FROM blocks WHERE chain = %s AND number = %s", (chain, cp[0])
+        ).fetchone()
+        assert tip_hash is not None and bytes(tip_hash[0]) == bytes(cp[1]), "checkpoint hash"
+        # 5. No orphans: child rows only for stored blocks, never above the checkpoint.
+        for table in ("transactions", "logs"):
+            orphans = q(
+                f"""SELECT count(*) FROM {table} t LEFT JOIN blocks b
+                    ON b.chain = t.chain AND b.number = t.block_number
+                    WHERE t.chain = %s AND b.number IS NULL""",
+                (chain,),
+            ).fetchone()
+            assert orphans == (0,), f"{orphans} orphan rows in {table}"
+        # 6. No duplicates (primary keys make these structural; tx hashes are checked here).
+        dup = q(
+            """SELECT count(*) FROM (SELECT hash FROM transactions WHERE chain = %s
+               GROUP BY hash HAVING count(*) > 1) d""",
+            (chain,),
+        ).fetchone()
+        assert dup == (0,), "duplicate transaction hashes"
+        # tx_count matches the stored transactions of every block.
+        mismatch = q(
+            """SELECT count(*) FROM blocks b WHERE b.chain = %s AND b.tx_count <>
+               (SELECT count(*) FROM transactions t
+                WHERE t.chain = b.chain AND t.block_number = b.number)""",
+            (chain,),
+        ).fetchone()
+        assert mismatch == (0,), "tx_count differs from stored transactions"
+        return int(cp[0])
+
+
+def _h(value: str) -> bytes:
+    return bytes.fromhex(value[2:])
+
+
+def assert_equals_node(
+    db_url: str, name: str, node_url: str, *, start: int = 0, end: int | None = None
+) -> None:
+    """Assert stored blocks, transactions and logs in [start, end] equal the node's (7)."""
+    with psycopg.connect(db_url) as conn, RpcClient(node_url) as rpc:
+        chain = chain_id_of(conn, name)
+        if end is None:
+            row = conn.execute(
+                "SELECT number FROM checkpoints WHERE chain = %s", (chain,)
+            ).fetchone()
+            assert row is not None and row[0] is not None
+            end = int(row[0])
+        stored_blocks = {
+            int(n): (bytes(h), bytes(p), int(c))
+            for n, h, p, c in conn.execute(
+                """SELECT number, hash, parent_hash, tx_count FROM blocks
+                   WHERE chain = %s AND number BETWEEN %s AND %s""",
+                (chain, start, end),
+            )
+        }
+        stored_txs: dict[int, list[bytes]] = {}
+        for n, h in conn.execute(
+            """SELECT block_number, hash FROM transactions
+               WHERE chain = %s AND block_number BETWEEN %s AND %s
+               ORDER BY block_number, tx_index""",
+            (chain, start, end),
+        ):
+            stored_txs.setdefault(int(n), []).append(bytes(h))
+        stored_logs: dict[int, list[tuple[int, bytes, bytes, list[bytes], bytes]]] = {}
+        for n, i, tx, addr, topics, data in conn.execute(
+            """SELECT block_number, log_index, tx_hash, address, topics, data FROM logs
+               WHERE chain = %s AND block_number BETWEEN %s AND %s
+               ORDER BY block_number, log_index""",
+            (chain, start, end),
+        ):
+            stored_logs.setdefault(int(n), []).append(
+                (int(i), bytes(tx), bytes(addr), [bytes(t) for t in topics], bytes(data))
+            )
+        assert sorted(stored_blocks) == list(range(start, end + 1)), "stored heights"
+        step = 100
+        for lo in range(start, end + 1, step):
+            hi = min(lo + step - 1, end)
+            results = rpc.batch(
+                [("eth_getBlockByNumber", [hex(n), True]) for n in range(lo, hi + 1)]
+                + [("eth_getLogs", [{"fromBlock": hex(lo), "toBlock": hex(hi)}])]
+            )
+            node_logs: dict[int, list[tuple[int, bytes, bytes, list[bytes], bytes]]] = {}
+            for lg in results[-1]:
+                node_logs.setdefault(int(lg["blockNumber"], 16), []).append(
+                    (
+                        int(lg["logIndex"], 16),
+                        _h(lg["transactionHash"]),
+                        _h(lg["address"]),
+                        [_h(t) for t in lg["topics"]],
+                        _h(lg["data"]),
+                    )
+                )
+            for block in results[:-1]:
+                n = int(block["number"], 16)
+                want = (_h(block["hash"]), _h(block["parentHash"]), len(block["transactions"]))
+                assert stored_blocks[n] == want, f"block {n} differs from the node"
+                assert stored_txs.get(n, []) == [_h(t["hash"]) for t in block["transactions"]], (
+                    f"transactions of block {n} differ"
+                )
+                assert stored_logs.get(n, []) == sorted(node_logs.get(n, [])), (
+                    f"logs of block {n} differ"
+                )
+
+
+def table_counts(db_url: str) -> dict[str, int]:
+    with psycopg.connect(db_url) as conn:
+        return {
+            t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]
+            for t in ("blocks", "transactions", "logs", "reorgs")
+        }

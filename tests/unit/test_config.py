@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer import config, errors
+
+BASE: dict[str, Any] = {
+    "database": {"url": "postgresql://indexer:s3cretpw@127.0.0.1:5432/indexer"},
+    "chains": [
+        {"name": "dev", "kind": "evm", "urls": ["http://127.0.0.1:8545"], "chain_id": 31337}
+    ],
+}
+
+
+def build(**changes: Any) -> config.Config:
+    data = {**BASE, **changes}
+    return config.build(data, {})
+
+
+def with_chain(**changes: Any) -> dict[str, Any]:
+    return {**BASE, "chains": [{**BASE["chains"][0], **changes}]}
+
+
+def test_minimal_config_has_documented_defaults() -> None:
+    cfg = build()
+    chain = cfg.chains[0]
+    assert (chain.start_block, chain.confirmations, chain.max_reorg_depth, chain.batch_size) == (
+        0, 0, 64, 100,
+    )  # fmt: skip
+    assert cfg.http is None
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (with_chain(foo=1), "chains[0].foo: unknown key"),
+        ({**BASE, "extra": {}}, "extra: unknown key"),
+        (with_chain(chain_id=None), "chain_id"),
+        (with_chain(name="Bad Name"), "chains[0].name"),
+        (with_chain(kind="solana"), "chains[0].kind"),
+        (with_chain(urls=["tcp://127.0.0.1:1"]), "urls"),
+        (with_chain(urls=[]), "chains[0].urls"),
+        (with_chain(batch_size=0), "chains[0].batch_size"),
+        (with_chain(confirmations=-1), "chains[0].confirmations"),
+        ({"chains": BASE["chains"]}, "database: required key is missing"),
+        ({**BASE, "database": {"url": "mysql://x/y"}}, "database.url"),
+        ({**BASE, "http": {"listen": "nope"}}, "http.listen"),
+        ({**BASE, "chains": [*BASE["chains"], *BASE["chains"]]}, "duplicate name 'dev'"),
+        ({**BASE, "chains": []}, "chains"),
+    ],
+)
+def test_errors_name_the_key(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        config.build(data, {})
+    assert key in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_errors_never_echo_values() -> None:
+    data = {**BASE, "database": {"url": "mysql://u:CANARY123@h/db"}}
+    with pytest.raises(errors.ConfigError) as info:
+        config.build(data, {})
+    assert "CANARY123" not in str(info.value)
+
+
+def test_env_overrides_database_url() -> None:
+    cfg = config.build(BASE, {"INDEXER_DATABASE_URL": "postgresql://other@127.0.0.1/x"})
+    assert cfg.database.url == "postgresql://other@127.0.0.1/x"
+
+
+def test_env_supplies_missing_database_section() -> None:
+    cfg = config.build({"chains": BASE["chains"]}, {"INDEXER_DATABASE_URL": "postgresql://h/x"})
+    assert cfg.database.url == "postgresql://h/x"
+
+
+def test_load_reads_path_then_env_then_default(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[database]\nurl = "postgresql://h/x"\n[[chains]]\nname = "a"\nkind = "evm"\n'
+        'urls = ["http://127.0.0.1:1"]\nchain_id = 1\n'
+    )
+    assert config.load(str(path), {}).chains[0].name == "a"
+    assert config.load(None, {"INDEXER_CONFIG": str(path)}).chains[0].name == "a"
+    assert config.resolve_path(None, {}) == Path("config/indexer.toml")
+
+
+def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError, match="cannot read config file"):
+        config.load(str(tmp_path / "missing.toml"), {})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[database\n")
+    with pytest.raises(errors.ConfigError, match="not valid TOML"):
+        config.load(str(bad), {})
+
+
+def test_secrets_collects_passwords_and_keys() -> None:
+    cfg = config.build(
+        with_chain(urls=["https://node.example/v2/abcdefghijklmnopqrstuvwxyz012345?apikey=KEY42x"]),
+        {},
+    )
+    assert cfg.secrets() == {"s3cretpw", "abcdefghijklmnopqrstuvwxyz012345", "KEY42x"}
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "indexer.example.toml"
+    cfg = config.load(str(example), {})
+    assert cfg.chains

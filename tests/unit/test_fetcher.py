@@ -1,0 +1,100 @@
+"""The prefetcher hands out batches in order, bounded, and restarts cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+
+from indexer import errors
+from indexer.models import Block, BlockRef
+from indexer.sync.fetcher import Prefetcher
+
+
+class FakeSource:
+    label = "fake"
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int]] = []
+        self.fail_at: set[int] = set()
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def check_identity(self) -> None:
+        return None
+
+    async def head(self) -> int:
+        return 1000
+
+    async def block_ref(self, number: int) -> BlockRef:
+        return BlockRef(number, b"\x00" * 32)
+
+    async def blocks(self, start: int, count: int) -> list[Block]:
+        self.asked.append((start, count))
+        await self.gate.wait()
+        if start in self.fail_at:
+            self.fail_at.discard(start)
+            raise errors.SourceTransient("boom")
+        return [
+            Block(number=n, hash=n.to_bytes(32, "big"), parent_hash=b"", timestamp=0, tx_count=0)
+            for n in range(start, start + count)
+        ]
+
+
+async def test_batches_come_in_order_and_never_above_limit() -> None:
+    src = FakeSource()
+    f = Prefetcher(src, batch_size=10, depth=3)
+    f.reset(0)
+    f.set_limit(44)
+    got = []
+    while f.pending():
+        got.extend(b.number for b in await f.next_batch())
+    assert got == list(range(45))
+    assert max(s + c - 1 for s, c in src.asked) == 44
+    await f.close()
+
+
+async def test_lookahead_is_bounded_by_depth() -> None:
+    src = FakeSource()
+    src.gate.clear()
+    f = Prefetcher(src, batch_size=5, depth=2)
+    f.reset(0)
+    f.set_limit(1000)
+    waiter = asyncio.create_task(f.next_batch())
+    await asyncio.sleep(0.01)
+    assert src.asked == [(0, 5), (5, 5)]
+    src.gate.set()
+    assert [b.number for b in await waiter] == [0, 1, 2, 3, 4]
+    await f.close()
+
+
+async def test_failed_batch_restarts_from_its_start() -> None:
+    src = FakeSource()
+    src.fail_at = {10}
+    f = Prefetcher(src, batch_size=10, depth=3)
+    f.reset(0)
+    f.set_limit(29)
+    assert (await f.next_batch())[0].number == 0
+    try:
+        await f.next_batch()
+    except errors.SourceTransient:
+        pass
+    else:
+        raise AssertionError("expected the failure")
+    assert (await f.next_batch())[0].number == 10
+    assert (await f.next_batch())[0].number == 20
+    await f.close()
+
+
+async def test_lowering_limit_refetches_within_it() -> None:
+    src = FakeSource()
+    src.gate.clear()
+    f = Prefetcher(src, batch_size=10, depth=3)
+    f.reset(0)
+    f.set_limit(100)
+    f._fill()
+    f.set_limit(14)
+    src.gate.set()
+    got = []
+    while f.pending():
+        got.extend(b.number for b in await f.next_batch())
+    assert got == list(range(15))
+    await f.close()
