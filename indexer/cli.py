@@ -14,6 +14,7 @@ import orjson
 
 from indexer import config as config_mod
 from indexer import daemon, errors, logsetup, stats
+from indexer import rewind as rewind_mod
 from indexer.config import Config
 from indexer.store.migrate import migrate
 
@@ -150,5 +151,33 @@ def stats_cmd(ctx: click.Context, chains: tuple[str, ...], as_json: bool) -> Non
         else:
             click.echo(stats.render(rows))
         return errors.EXIT_OK
+
+    sys.exit(_run(run))
+
+
+@main.command("rewind")
+@click.option("--chain", "name", required=True, metavar="NAME", help="Chain to rewind.")
+@click.option("--to", "to_height", required=True, type=click.IntRange(min=0), metavar="HEIGHT",
+              help="Keep blocks up to HEIGHT; delete everything above it.")  # fmt: skip
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def rewind_cmd(ctx: click.Context, name: str, to_height: int, yes: bool) -> None:
+    """Operator recovery after a halt: delete everything above HEIGHT, in one transaction."""
+    cfg = _load(ctx)
+    try:
+        cfg.chain(name)
+    except errors.ConfigError as exc:
+        _fail(exc)
+
+    def confirm(plan: str) -> bool:
+        click.echo(plan, err=True)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise errors.ConfigError("no terminal to ask for confirmation; pass --yes to rewind")
+        return click.confirm("Proceed?", default=False, err=True)
+
+    async def run(stop: asyncio.Event) -> int:
+        return await rewind_mod.rewind(cfg, name=name, to_height=to_height, confirm=confirm)
 
     sys.exit(_run(run))

@@ -84,6 +84,10 @@ class BrokenBatch(ChainValidationError):
     """A fetched batch is not internally linked (the node changed while answering)."""
 
 
+class ReorgNotConfirmed(ChainValidationError):
+    """The node no longer says what made us see a reorg; nothing was deleted (retried)."""
+
+
 class ChainHalted(IndexerError):
     """A chain stopped and needs an operator."""
 

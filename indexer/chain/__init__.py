@@ -7,6 +7,7 @@ blocks link is checked by `indexer.sync.validate`, the same for every kind of ch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from indexer.models import Block, BlockRef
@@ -28,3 +29,12 @@ class ChainSource(Protocol):
 
     async def block_ref(self, number: int) -> BlockRef:
         """The node's canonical block at `number` (hash only)."""
+
+    async def hashes(
+        self, numbers: Sequence[int], *, alternate: bool = False
+    ) -> dict[int, bytes | None]:
+        """The node's block hashes at `numbers` in one round trip (None: no such block).
+
+        With `alternate`, ask another endpoint than the usual one when there are several
+        (a second opinion before deleting anything).
+        """

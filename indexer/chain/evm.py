@@ -228,6 +228,25 @@ class EvmSource:
             raise errors.ResponseCorrupted(f"{where}: node answered another height")
         return BlockRef(number, require_bytes(obj, "hash", where, 32))
 
+    async def hashes(
+        self, numbers: Sequence[int], *, alternate: bool = False
+    ) -> dict[int, bytes | None]:
+        url = self.rpc.alternate_url() if alternate else None
+        results = await self.rpc.batch(
+            [("eth_getBlockByNumber", [hex(n), False]) for n in numbers], url=url
+        )
+        out: dict[int, bytes | None] = {}
+        for number, raw in zip(numbers, results, strict=True):
+            where = f"{self.label} block {number:,d}"
+            if raw is None:
+                out[number] = None
+                continue
+            obj = require_dict(raw, where)
+            if require_int(obj, "number", where) != number:
+                raise errors.ResponseCorrupted(f"{where}: node answered another height")
+            out[number] = require_bytes(obj, "hash", where, 32)
+        return out
+
     async def blocks(self, start: int, count: int) -> list[Block]:
         assert count > 0
         end = start + count - 1

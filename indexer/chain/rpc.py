@@ -101,6 +101,12 @@ class RpcClient:
     def urls(self) -> list[str]:
         return [e.url for e in self._endpoints]
 
+    def alternate_url(self) -> str | None:
+        """An endpoint other than the one requests go to now; None with a single endpoint."""
+        if len(self._endpoints) < 2:
+            return None
+        return self._endpoints[(self._next_endpoint + 1) % len(self._endpoints)].url
+
     # -- Public calls
 
     async def call(self, method: str, params: Sequence[Any] = (), *, url: str | None = None) -> Any:

@@ -146,6 +146,13 @@ class Store:
                 await conn.execute(Q["checkpoint_init"], {"chain": chain})
         return chain
 
+    async def chain_row(self, name: str) -> dict[str, Any] | None:
+        """The `chains` row of `name`, or None when it was never synced."""
+        async with self.connection(f"read chain {name}") as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(Q["chain_get"], {"name": name})
+            return await cur.fetchone()
+
     async def checkpoint(self, chain: int) -> BlockRef | None:
         async with self.connection("read checkpoint") as conn:
             cur = await conn.execute(Q["checkpoint_get"], {"chain": chain})

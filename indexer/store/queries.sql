@@ -101,3 +101,30 @@ SELECT c.id, c.name, c.kind, c.start_block, k.number AS checkpoint, c.head, c.he
         ORDER BY r.detected_at DESC LIMIT 1) AS last_reorg
 FROM chains c LEFT JOIN checkpoints k ON k.chain = c.id
 WHERE c.name = %(name)s;
+
+-- name: stored_hashes --
+-- Stored hashes at the given heights (fork-point search).
+SELECT number, hash FROM blocks WHERE chain = %(chain)s AND number = ANY(%(numbers)s);
+
+-- name: delete_logs_above --
+-- Rollback: logs above the fork point.
+DELETE FROM logs WHERE chain = %(chain)s AND block_number > %(number)s;
+
+-- name: delete_transactions_above --
+-- Rollback: transactions above the fork point.
+DELETE FROM transactions WHERE chain = %(chain)s AND block_number > %(number)s;
+
+-- name: delete_blocks_above --
+-- Rollback: blocks above the fork point.
+DELETE FROM blocks WHERE chain = %(chain)s AND number > %(number)s;
+
+-- name: reorg_insert --
+-- Audit row for a rollback (kind 'reorg') or an operator rewind (kind 'rewind').
+INSERT INTO reorgs (chain, kind, fork_number, depth, old_tip_hash, new_tip_hash)
+VALUES (%(chain)s, %(kind)s, %(fork_number)s, %(depth)s, %(old_tip_hash)s, %(new_tip_hash)s);
+
+-- name: rows_above --
+-- What a rollback or rewind to a height would delete.
+SELECT (SELECT count(*) FROM blocks WHERE chain = %(chain)s AND number > %(number)s),
+       (SELECT count(*) FROM transactions WHERE chain = %(chain)s AND block_number > %(number)s),
+       (SELECT count(*) FROM logs WHERE chain = %(chain)s AND block_number > %(number)s);

@@ -103,6 +103,73 @@ class ChainWriter:
                     )
         return tip
 
+    async def stored_hashes(self, numbers: Sequence[int]) -> dict[int, bytes]:
+        """Stored hashes at `numbers` (heights not stored are absent)."""
+        with translate(f"read stored hashes of chain {self.name}"):
+            cur = await self.conn.execute(
+                Q["stored_hashes"], {"chain": self.chain, "numbers": list(numbers)}
+            )
+            return {int(n): bytes(h) for n, h in await cur.fetchall()}
+
+    async def rows_above(self, number: int) -> tuple[int, int, int]:
+        """(blocks, transactions, logs) stored above `number`."""
+        with translate(f"count rows of chain {self.name}"):
+            cur = await self.conn.execute(Q["rows_above"], {"chain": self.chain, "number": number})
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def roll_back(
+        self,
+        *,
+        expected: BlockRef,
+        fork: BlockRef | None,
+        fork_number: int,
+        kind: str,
+        new_tip_hash: bytes | None,
+    ) -> None:
+        """Delete everything above `fork_number` and move the checkpoint there, atomically.
+
+        `fork` is the stored block at `fork_number` (None when nothing remains: the fork is
+        below the start block). The checkpoint moves by compare-and-swap from `expected`, and
+        a `reorgs` row records the rollback in the same transaction: after a crash the chain
+        is either the old branch, whole, or rolled back and audited, never a mix.
+        """
+        assert fork is None or fork.number == fork_number
+        params = {"chain": self.chain, "number": fork_number}
+        with translate(f"roll back chain {self.name} to {fork_number:,d}"):
+            async with self.conn.transaction():
+                cur = self.conn.cursor()
+                await cur.execute(Q["delete_logs_above"], params)
+                await cur.execute(Q["delete_transactions_above"], params)
+                await cur.execute(Q["delete_blocks_above"], params)
+                await cur.execute(
+                    Q["checkpoint_advance"],
+                    {
+                        "chain": self.chain,
+                        "number": None if fork is None else fork.number,
+                        "hash": None if fork is None else fork.hash,
+                        "expected_number": expected.number,
+                        "expected_hash": expected.hash,
+                    },
+                )
+                if cur.rowcount != 1:
+                    raise errors.CheckpointConflict(
+                        f"chain {self.name}: checkpoint is no longer at {expected}; "
+                        "is another writer running?"
+                    )
+                await cur.execute(
+                    Q["reorg_insert"],
+                    {
+                        "chain": self.chain,
+                        "kind": kind,
+                        "fork_number": fork_number,
+                        "depth": expected.number - fork_number,
+                        "old_tip_hash": expected.hash,
+                        "new_tip_hash": new_tip_hash,
+                    },
+                )
+
     async def write_batch(
         self, blocks: Sequence[Block], *, expected: BlockRef | None, head: int | None
     ) -> BlockRef:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from indexer import errors
@@ -26,7 +27,7 @@ from indexer.config import ChainConfig
 from indexer.models import BlockRef
 from indexer.store import Store
 from indexer.store.writer import ChainWriter
-from indexer.sync import validate
+from indexer.sync import reorg, validate
 from indexer.sync.fetcher import Prefetcher
 from indexer.sync.progress import Progress
 
@@ -39,6 +40,22 @@ _WARN_INTERVAL_SECS = 60.0
 
 class _Stopped(Exception):
     """The stop event fired while we waited."""
+
+
+@dataclass
+class ReorgStats:
+    """Counters for metrics and health: reorgs rolled back, deepest, last."""
+
+    count: int = 0
+    deepest: int = 0
+    last_depth: int | None = None
+    last_at: float | None = None  # unix time
+
+    def record(self, depth: int) -> None:
+        self.count += 1
+        self.deepest = max(self.deepest, depth)
+        self.last_depth = depth
+        self.last_at = time.time()
 
 
 class ChainSyncer:
@@ -67,6 +84,7 @@ class ChainSyncer:
         self._failures = 0
         self._last_warn = 0.0
         self._following_logged = False
+        self.reorgs = ReorgStats()
 
     @property
     def _log(self) -> dict[str, object]:
@@ -89,8 +107,16 @@ class ChainSyncer:
                 extra={**self._log, "action": "resume"},
             )
             self.fetcher.reset(self._next_height())
-            while not self.stop.is_set() and not self._done():
+            while not self.stop.is_set():
                 try:
+                    if self._done():
+                        # Before declaring --to reached, make sure our tip is still canonical:
+                        # a reorg that kept the height is invisible to forward fetching.
+                        await self._limit()
+                        if not await self._tip_replaced():
+                            break
+                        await self._handle_reorg()
+                        continue
                     await self._step()
                     self._failures = 0
                 except _Stopped:
@@ -99,7 +125,11 @@ class ChainSyncer:
                     if exc.fatal:
                         raise
                     await self._back_off(exc)
-                except (errors.SourceError, errors.BrokenBatch) as exc:
+                except (
+                    errors.SourceError,
+                    errors.BrokenBatch,
+                    errors.ReorgNotConfirmed,
+                ) as exc:
                     await self._back_off(exc)
                 except errors.StoreUnavailable as exc:
                     await self._back_off(exc)
@@ -121,6 +151,9 @@ class ChainSyncer:
         limit = await self._limit()
         next_height = self._next_height()
         if next_height > limit:
+            if await self._tip_replaced():
+                await self._handle_reorg()
+                return
             if not self._following_logged and self.to_height is None:
                 self._following_logged = True
                 logger.info(
@@ -136,17 +169,87 @@ class ChainSyncer:
         try:
             validate.check_links(self.tip, blocks, start_block=self.cfg.start_block)
         except errors.ReorgDetected as exc:
-            raise errors.ChainHalted(
-                f"chain {self.cfg.name}: {exc}; the node switched branches below our tip. "
-                "Reorg handling is not implemented yet: nothing was written; inspect with "
-                "`indexer stats` and restart when the node agrees with the stored chain"
-            ) from exc
+            logger.warning(
+                "%s: %s",
+                self.cfg.name,
+                exc,
+                extra={**self._log, "action": "reorg_detected"},
+            )
+            await self._handle_reorg()
+            return
         except errors.BrokenBatch:
             self.fetcher.reset(next_height)
             raise
         # The batch is in hand: only now does a transaction open (no network await inside).
         self.tip = await self.writer.write_batch(blocks, expected=self.tip, head=self.head)
         self.progress.update(self.cfg.name, height=self.tip.number, target=limit)
+
+    async def _tip_replaced(self) -> bool:
+        """While idle at the head: is our tip still the node's block at that height?
+
+        A reorg that keeps the height (or that we have not yet seen a higher block of) is
+        only visible here. A node below our tip is lagging: we wait for it.
+        """
+        if self.tip is None or self.head is None or self.head < self.tip.number:
+            return False
+        node = await self._until_stop(self.source.hashes([self.tip.number]))
+        theirs = node.get(self.tip.number)
+        if theirs is None or theirs == self.tip.hash:
+            return False
+        logger.warning(
+            "%s: the node replaced our tip %s with 0x%s",
+            self.cfg.name,
+            self.tip,
+            theirs.hex(),
+            extra={**self._log, "action": "reorg_detected"},
+        )
+        return True
+
+    async def _handle_reorg(self) -> None:
+        """Find the fork point, confirm it, then roll back in one transaction (or halt)."""
+        tip = self.tip
+        assert tip is not None, "a reorg needs a stored tip"
+        self.fetcher.reset(tip.number + 1)
+        fork = await self._until_stop(
+            reorg.find_fork_point(
+                tip=tip,
+                start_block=self.cfg.start_block,
+                source=self.source,
+                stored=self.writer.stored_hashes,
+            )
+        )
+        new_tip_hash = await self._until_stop(
+            reorg.confirm(fork, tip=tip, source=self.source, stored=self.writer.stored_hashes)
+        )
+        depth = tip.number - fork.number
+        if depth > self.cfg.max_reorg_depth:
+            raise errors.ReorgTooDeep(
+                f"chain {self.cfg.name}: reorg of depth {depth:,d} (our tip {tip}, last "
+                f"common block {fork.number:,d}) exceeds max_reorg_depth "
+                f"{self.cfg.max_reorg_depth:,d}; nothing was deleted. If the node's chain is "
+                f"the right one, recover with: indexer rewind --chain {self.cfg.name} "
+                f"--to {fork.number}",
+                depth=depth,
+            )
+        await self.writer.roll_back(
+            expected=tip,
+            fork=fork.block,
+            fork_number=fork.number,
+            kind="reorg",
+            new_tip_hash=new_tip_hash,
+        )
+        self.tip = fork.block
+        self.reorgs.record(depth)
+        self.fetcher.reset(self._next_height())
+        logger.warning(
+            "%s: rolled back %d block(s) to %s (fork point found in %d round trips); "
+            "syncing the new branch",
+            self.cfg.name,
+            depth,
+            fork.block or f"before start block {self.cfg.start_block:,d}",
+            fork.round_trips,
+            extra={**self._log, "action": "reorg"},
+        )
 
     async def _limit(self) -> int:
         """Highest height we may fetch now: node head less confirmations, capped by --to."""
