@@ -252,3 +252,38 @@ def test_sigkill_during_rollback(db_url: str, anvil: Any, tmp_path: Path) -> Non
     check_invariants(db_url, "dev")
     assert_equals_node(db_url, "dev", anvil.url)
     assert [(k, f, d) for k, f, d, _, _ in reorg_rows(db_url)] == [("reorg", 34, 6)]
+
+
+def test_halt_stops_only_that_chain(db_url: str, anvil: Any, tmp_path: Path) -> None:
+    from indexer.devnet.anvil import Anvil
+
+    with Anvil() as other:
+        fill_blocks(anvil, 20, txs_per_block=(1, 2), seed=20)
+        other.mine(20)
+        path = tmp_path / "two.toml"
+        path.write_text(
+            f'[database]\nurl = "{db_url}"\n'
+            f'[[chains]]\nname = "dev"\nkind = "evm"\nurls = ["{anvil.url}"]\nchain_id = 31337\n'
+            "max_reorg_depth = 3\npoll_interval_secs = 0.2\n"
+            f'[[chains]]\nname = "other"\nkind = "evm"\nurls = ["{other.url}"]\n'
+            "chain_id = 31337\npoll_interval_secs = 0.2\n"
+        )
+        proc = spawn_cli("--config", str(path), "sync")
+        try:
+            wait_for(lambda: checkpoint(db_url, "dev") == 20 and checkpoint(db_url, "other") == 20,
+                     what="both chains synced")  # fmt: skip
+            counts = table_counts(db_url)
+            anvil.reorg(5, [(a_tx(anvil), 0)])
+            anvil.mine(1)
+            other.mine(10)
+            wait_for(lambda: checkpoint(db_url, "other") == 30, what="the other chain goes on")
+            other.mine(5)
+            wait_for(lambda: checkpoint(db_url, "other") == 35, what="the other chain goes on")
+            assert proc.poll() is None, "one halted chain must not stop the daemon"
+            assert checkpoint(db_url, "dev") == 20
+            assert table_counts(db_url)["transactions"] == counts["transactions"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == errors.EXIT_REORG_TOO_DEEP, stderr
+        assert "reorg of depth 5" in stderr
