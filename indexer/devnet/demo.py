@@ -11,7 +11,8 @@
    with the terminal's stdout and stderr, so its progress shows.
 5. SIGINT (Ctrl-C), SIGTERM or SIGHUP, or the indexer exiting on its own, stops everything in
    reverse order: the indexer (the signal is forwarded, then it is waited for), the traffic,
-   anvil, the embedded Postgres. A stop by signal exits 0.
+   anvil, the embedded Postgres. A stop by signal exits 0, unless the indexer failed while
+   stopping; otherwise the demo exits with the indexer's code.
 """
 
 from __future__ import annotations
@@ -63,12 +64,14 @@ def indexer_command(config_path: Path) -> list[str]:
     return [sys.executable, "-m", "indexer", "--config", str(config_path), "sync"]
 
 
-def run_indexer(command: Sequence[str], signals: StopSignals) -> tuple[int, bool]:
+def run_indexer(
+    command: Sequence[str], signals: StopSignals, *, grace_secs: float = INDEXER_GRACE_SECS
+) -> tuple[int, bool]:
     """Run `command` until it exits, forwarding stop signals; return (exit code, stopped).
 
     The indexer gets a session of its own, so a Ctrl-C reaches it once, from us, and only
     after we decided to stop; it still writes to our terminal. After the first forwarded
-    signal it has `INDEXER_GRACE_SECS` to exit before it is killed.
+    signal it has `grace_secs` to exit before it is killed.
     """
     signals.raise_during_setup = False
     proc = subprocess.Popen(
@@ -87,11 +90,9 @@ def run_indexer(command: Sequence[str], signals: StopSignals) -> tuple[int, bool
             logger.info("stopping the indexer (%s)", signal.Signals(forward).name)
             proc.send_signal(forward)
             if deadline is None:
-                deadline = time.monotonic() + INDEXER_GRACE_SECS
+                deadline = time.monotonic() + grace_secs
         if deadline is not None and time.monotonic() > deadline:
-            logger.warning(
-                "indexer still running %.0f s after the signal: killing it", INDEXER_GRACE_SECS
-            )
+            logger.warning("indexer still running %.0f s after the signal: killing it", grace_secs)
             proc.kill()
             code = proc.wait()
             break
@@ -117,12 +118,17 @@ class StopSignals:
         for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
 
+    def request(self, signum: int) -> None:
+        """Queue a stop request, as if `signum` had been received."""
+        self._pending.append(signum)
+
     def take(self) -> list[int]:
+        """Return the stop requests queued since the last call."""
         taken, self._pending = self._pending, []
         return taken
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self._pending.append(signum)
+        self.request(signum)
         if self.raise_during_setup:
             self.raise_during_setup = False
             raise KeyboardInterrupt
@@ -200,10 +206,14 @@ def _refuse_previous_demo(url: str) -> None:
     on the first block of the new chain, which does not link to the stored tip. We do not
     delete data from a database we do not own.
     """
-    with psycopg.connect(url, connect_timeout=10) as conn:
-        if conn.execute("SELECT to_regclass('chains')").fetchone() in (None, (None,)):
-            return
-        row = conn.execute("SELECT 1 FROM chains WHERE name = %s", (CHAIN_NAME,)).fetchone()
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            if conn.execute("SELECT to_regclass('chains')").fetchone() in (None, (None,)):
+                return
+            row = conn.execute("SELECT 1 FROM chains WHERE name = %s", (CHAIN_NAME,)).fetchone()
+    except psycopg.Error as exc:
+        # libpq's messages name the host and the problem, never the password.
+        raise DemoError(f"cannot use ${config.ENV_DATABASE_URL}: {exc}") from exc
     if row is not None:
         raise DemoError(
             f"the database at ${config.ENV_DATABASE_URL} already holds chain {CHAIN_NAME!r} "
