@@ -14,7 +14,9 @@ import orjson
 
 from indexer import config as config_mod
 from indexer import daemon, errors, logsetup, stats
+from indexer import repair as repair_mod
 from indexer import rewind as rewind_mod
+from indexer import verify as verify_mod
 from indexer.config import Config
 from indexer.store.migrate import migrate
 
@@ -179,5 +181,73 @@ def rewind_cmd(ctx: click.Context, name: str, to_height: int, yes: bool) -> None
 
     async def run(stop: asyncio.Event) -> int:
         return await rewind_mod.rewind(cfg, name=name, to_height=to_height, confirm=confirm)
+
+    sys.exit(_run(run))
+
+
+@main.command("repair-gaps")
+@click.option("--chain", "chains", multiple=True, metavar="NAME", help="Chain (repeatable).")
+@click.option("--from", "low", type=click.IntRange(min=0), metavar="H", help="Lowest height.")
+@click.option("--to", "high", type=click.IntRange(min=0), metavar="H", help="Highest height.")
+@click.option("--dry-run", is_flag=True, help="Only list the missing ranges.")
+@click.option("--retry-failed", is_flag=True,
+              help="Retry failed ranges now, without waiting for their backoff.")  # fmt: skip
+@click.pass_context
+def repair_gaps_cmd(
+    ctx: click.Context,
+    chains: tuple[str, ...],
+    low: int | None,
+    high: int | None,
+    dry_run: bool,
+    retry_failed: bool,
+) -> None:
+    """Find missing ranges below each chain's tip and refetch them (exit 0: no gap left)."""
+    cfg = _load(ctx)
+    try:
+        daemon.select_chains(cfg, chains)
+    except errors.ConfigError as exc:
+        _fail(exc)
+    if low is not None and high is not None and low > high:
+        _fail(errors.ConfigError("--from must not exceed --to"))
+
+    async def run(stop: asyncio.Event) -> int:
+        return await repair_mod.repair_gaps(
+            cfg,
+            chains=chains,
+            low=low,
+            high=high,
+            dry_run=dry_run,
+            retry_failed=retry_failed,
+            echo=click.echo,
+            stop=stop,
+        )
+
+    sys.exit(_run(run))
+
+
+@main.command("verify")
+@click.option("--chain", "chains", multiple=True, metavar="NAME", help="Chain (repeatable).")
+@click.option("--from", "low", type=click.IntRange(min=0), metavar="H", help="Lowest height.")
+@click.option("--to", "high", type=click.IntRange(min=0), metavar="H", help="Highest height.")
+@click.option("--against-node", is_flag=True, help="Also compare stored hashes with the node's.")
+@click.pass_context
+def verify_cmd(
+    ctx: click.Context,
+    chains: tuple[str, ...],
+    low: int | None,
+    high: int | None,
+    against_node: bool,
+) -> None:
+    """Check stored chains: links, child rows, coverage; list every mismatch (exit 1 if any)."""
+    cfg = _load(ctx)
+    try:
+        daemon.select_chains(cfg, chains)
+    except errors.ConfigError as exc:
+        _fail(exc)
+
+    async def run(stop: asyncio.Event) -> int:
+        return await verify_mod.verify(
+            cfg, chains=chains, low=low, high=high, against_node=against_node, echo=click.echo
+        )
 
     sys.exit(_run(run))

@@ -76,6 +76,7 @@ class ChainConfig(_Model):
     poll_interval_secs: float = Field(default=2.0, gt=0, le=3600)
     request_timeout_secs: float = Field(default=30.0, gt=0, le=3600)
     prefetch_batches: int = Field(default=4, ge=1, le=64)
+    repair_interval_secs: float = Field(default=600.0, ge=0)  # 0: only at start-up
 
     @field_validator("name")
     @classmethod

@@ -21,7 +21,9 @@ from indexer.chain.rpc import RpcClient
 from indexer.config import ChainConfig, Config
 from indexer.store import Store
 from indexer.store.migrate import migrate
+from indexer.store.repairs import RepairStore
 from indexer.store.writer import ChainWriter
+from indexer.sync.gaps import GapRepairer
 from indexer.sync.progress import Progress
 from indexer.sync.syncer import ChainSyncer
 
@@ -78,31 +80,94 @@ async def run_sync(
             writer = await stack.enter_async_context(
                 ChainWriter(cfg.database, chain=chain_id, name=chain.name)
             )
-            syncers.append(
-                ChainSyncer(
-                    chain,
-                    source=source,
-                    writer=writer,
-                    store=store,
-                    stop=stop,
-                    progress=progress,
-                    to_height=to_height,
-                )
+            syncer = ChainSyncer(
+                chain,
+                source=source,
+                writer=writer,
+                store=store,
+                stop=stop,
+                progress=progress,
+                to_height=to_height,
             )
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_run_chain(s), name=f"sync-{s.cfg.name}") for s in syncers]
+            repairer = GapRepairer(
+                chain, source=source, repairs=RepairStore(store, chain=chain_id, name=chain.name)
+            )
+            syncers.append((syncer, repairer))
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(_run_chain(s, r), name=f"chain-{s.cfg.name}")
+                    for s, r in syncers
+                ]
+        except* errors.IndexerError as group_exc:
+            # One chain failed in a way that needs a restart: report that error, not a group.
+            raise group_exc.exceptions[0] from None
     return max((t.result() for t in tasks), default=errors.EXIT_OK)
 
 
-async def _run_chain(syncer: ChainSyncer) -> int:
+async def _run_chain(syncer: ChainSyncer, repairer: GapRepairer) -> int:
+    """Run a chain's syncer with its gap repairer beside it; a halt stops both."""
+    done = asyncio.Event()
+
+    async def sync() -> None:
+        try:
+            await syncer.run()
+        finally:
+            done.set()
+
+    halted: errors.ChainHalted | None = None
     try:
-        await syncer.run()
-    except errors.ChainHalted as exc:
-        logger.error(
-            "%s: halted: %s",
-            syncer.cfg.name,
-            exc,
-            extra={"chain": syncer.cfg.name, "action": "halted"},
-        )
-        return exc.exit_code
-    return errors.EXIT_OK
+        async with asyncio.TaskGroup() as group:
+            group.create_task(sync(), name=f"sync-{syncer.cfg.name}")
+            group.create_task(
+                _repair_loop(repairer, stop=syncer.stop, done=done),
+                name=f"repair-{syncer.cfg.name}",
+            )
+    except* errors.ChainHalted as group_exc:
+        first = group_exc.exceptions[0]
+        assert isinstance(first, errors.ChainHalted)
+        halted = first
+    except* errors.IndexerError as group_exc:
+        raise group_exc.exceptions[0] from None
+    if halted is None:
+        return errors.EXIT_OK
+    logger.error(
+        "%s: halted: %s",
+        syncer.cfg.name,
+        halted,
+        extra={"chain": syncer.cfg.name, "action": "halted"},
+    )
+    return halted.exit_code
+
+
+async def _repair_loop(repairer: GapRepairer, *, stop: asyncio.Event, done: asyncio.Event) -> None:
+    """Repair gaps at start-up and every `repair_interval_secs` until the chain stops.
+
+    Stale neighbours are left to the syncer, which sees the same reorg at its tip.
+    """
+    cfg = repairer.cfg
+    while not (stop.is_set() or done.is_set()):
+        try:
+            remaining = await repairer.repair()
+            if remaining:
+                logger.warning(
+                    "%s: %d gap(s) remain, %s blocks missing",
+                    cfg.name,
+                    len(remaining),
+                    f"{repairer.missing_blocks:,d}",
+                    extra={"chain": cfg.name, "action": "repair"},
+                )
+        except (errors.SourceError, errors.StoreError) as exc:
+            logger.warning(
+                "%s: gap repair failed: %s", cfg.name, exc,
+                extra={"chain": cfg.name, "action": "repair"},
+            )  # fmt: skip
+        if cfg.repair_interval_secs <= 0:
+            return
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(done.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=cfg.repair_interval_secs,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            for waiter in waiters:
+                waiter.cancel()

@@ -1,4 +1,4 @@
-"""`indexer stats`: what each chain has, as text or JSON."""
+"""`indexer stats`: what each chain has and lacks, as text or JSON."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ async def collect(cfg: Config, names: Sequence[str]) -> list[dict[str, Any]]:
     """Per-chain stats from the database, with the node head asked live when reachable."""
     chains = daemon.select_chains(cfg, names)
     heads = await asyncio.gather(*(_node_head(cfg, c.name) for c in chains))
-    out = []
+    out: list[dict[str, Any]] = []
     async with Store(cfg.database) as store:
         for chain, live_head in zip(chains, heads, strict=True):
             row = await store.chain_stats(chain.name)
@@ -37,12 +37,8 @@ async def collect(cfg: Config, names: Sequence[str]) -> list[dict[str, Any]]:
                 continue
             head = live_head if live_head is not None else row["head"]
             checkpoint = row["checkpoint"]
-            stored = int(row["blocks_stored"])
-            expected = (
-                int(row["highest_stored"]) - int(row["start_block"]) + 1
-                if row["highest_stored"] is not None
-                else 0
-            )
+            base = checkpoint if checkpoint is not None else row["start_block"] - 1
+            coverage = row["coverage_pct"]
             out.append(
                 {
                     "chain": chain.name,
@@ -52,15 +48,22 @@ async def collect(cfg: Config, names: Sequence[str]) -> list[dict[str, Any]]:
                     "checkpoint": checkpoint,
                     "node_head": head,
                     "node_head_live": live_head is not None,
-                    "lag": None if head is None else head - (checkpoint if checkpoint is not None
-                                                             else chain.start_block - 1),
-                    "blocks_stored": stored,
-                    "blocks_missing": max(expected - stored, 0),
-                    "coverage_pct": round(100.0 * stored / expected, 4) if expected else None,
+                    "lag": None if head is None else head - base,
+                    "blocks_stored": int(row["blocks_stored"]),
+                    "blocks_expected": int(row["blocks_expected"]),
+                    "blocks_missing": int(row["blocks_missing"]),
+                    "coverage_pct": None if coverage is None else float(coverage),
+                    "gap_count": int(row["gap_count"]),
+                    "failed_ranges": int(row["failed_ranges"]),
+                    "failed_blocks": int(row["failed_blocks"]),
                     "last_reorg": row["last_reorg"].isoformat() if row["last_reorg"] else None,
                 }
-            )  # fmt: skip
+            )
     return out
+
+
+def _num(value: int | None) -> str:
+    return "?" if value is None else f"{value:,d}"
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -73,17 +76,19 @@ def render(rows: list[dict[str, Any]]) -> str:
         head_text = "unreachable" if head is None else f"{head:,d}"
         if head is not None and not row["node_head_live"]:
             head_text += " (last seen; node unreachable now)"
-        checkpoint = row["checkpoint"]
-        lines.append(f"{row['chain']} ({row['kind']})")
-        lines.append(f"  start block     {row['start_block']:,d}")
-        lines.append(
-            f"  checkpoint      {'none' if checkpoint is None else format(checkpoint, ',d')}"
-        )
-        lines.append(f"  node head       {head_text}")
-        lines.append(f"  lag             {'?' if row['lag'] is None else format(row['lag'], ',d')}")
-        lines.append(f"  blocks stored   {row['blocks_stored']:,d}")
-        lines.append(f"  blocks missing  {row['blocks_missing']:,d}")
         cov = row["coverage_pct"]
-        lines.append(f"  coverage        {'-' if cov is None else f'{cov:.2f}%'}")
-        lines.append(f"  last reorg      {row['last_reorg'] or 'never'}")
+        checkpoint = row["checkpoint"]
+        lines += [
+            f"{row['chain']} ({row['kind']})",
+            f"  start block     {row['start_block']:,d}",
+            f"  checkpoint      {'none' if checkpoint is None else format(checkpoint, ',d')}",
+            f"  node head       {head_text}",
+            f"  lag             {_num(row['lag'])}",
+            f"  blocks stored   {row['blocks_stored']:,d} of {row['blocks_expected']:,d}",
+            f"  blocks missing  {row['blocks_missing']:,d} in {row['gap_count']:,d} gap(s)",
+            f"  coverage        {'-' if cov is None else f'{cov:.2f}%'}",
+            f"  failed ranges   {row['failed_ranges']:,d} ({row['failed_blocks']:,d} blocks; "
+            "retried with backoff, or `repair-gaps --retry-failed`)",
+            f"  last reorg      {row['last_reorg'] or 'never'}",
+        ]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -277,6 +278,49 @@ def background_traffic(url: str, *, interval_secs: float, seed: int) -> Iterator
         thread.join(timeout=30)
 
 
+@contextlib.contextmanager
+def background_reorgs(url: str, *, every_secs: float, seed: int) -> Iterator[None]:
+    """Now and then replace the top 3-6 blocks with a new branch holding a transaction.
+
+    The point of the demo: a newcomer sees the indexer detect the reorg, find the fork point
+    and roll back, in its output and in the `reorgs` table. `every_secs` 0 disables it.
+    """
+    stop = threading.Event()
+
+    def run() -> None:
+        rng = random.Random(seed)
+        with anvil.RpcClient(url) as client:
+            while not stop.wait(every_secs):
+                accounts = client.call("eth_accounts")
+                depth = rng.randint(3, 6)
+                tx = {
+                    "from": accounts[-1],
+                    "to": accounts[-2],
+                    "value": hex(rng.randint(1, 10**15)),
+                }
+                try:
+                    client.call("anvil_reorg", [depth, [[tx, 0]]])
+                except anvil.DevnetError as exc:
+                    logger.warning("devnet reorg failed: %s", exc, extra={"action": "reorg"})
+                    continue
+                logger.info(
+                    "devnet: reorged the top %d blocks (a new branch with a transaction)",
+                    depth,
+                    extra={"action": "reorg"},
+                )
+
+    if every_secs <= 0:
+        yield
+        return
+    thread = threading.Thread(target=run, name="demo-reorgs", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 # -- Config and banner
 
 
@@ -302,6 +346,7 @@ start_block = 0
 confirmations = 0
 max_reorg_depth = 64
 batch_size = 100
+poll_interval_secs = 0.5
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -354,6 +399,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-blocks", type=int, default=300, help="blocks to pre-mine (300)")
     parser.add_argument("--block-time-secs", type=int, default=1, help="seconds per block (1)")
     parser.add_argument("--seed", type=int, default=0, help="traffic seed (0)")
+    parser.add_argument(
+        "--reorg-every-secs",
+        type=float,
+        default=25.0,
+        help="reorg the devnet's top 3-6 blocks this often; 0 disables (25)",
+    )
     parser.add_argument("--dir", type=Path, default=DEMO_DIR, help=f"state directory ({DEMO_DIR})")
     return parser.parse_args(argv)
 
@@ -369,6 +420,9 @@ def run(args: argparse.Namespace, signals: StopSignals, env: Mapping[str, str]) 
         node.set_interval_mining(args.block_time_secs)
         stack.enter_context(
             background_traffic(node.url, interval_secs=args.block_time_secs, seed=args.seed + 1)
+        )
+        stack.enter_context(
+            background_reorgs(node.url, every_secs=args.reorg_every_secs, seed=args.seed + 2)
         )
         config_path = write_config(
             args.dir / "indexer.toml",

@@ -27,6 +27,7 @@ APPLICATION_NAME = "indexer"
 # Advisory-lock namespaces (first key of the two-int form).
 LOCK_NS_MIGRATE = 0x1D3C_0001
 LOCK_NS_WRITER = 0x1D3C_0002
+LOCK_NS_CHAIN_TX = 0x1D3C_0003
 
 
 @contextlib.contextmanager

@@ -93,14 +93,12 @@ COPY logs (chain, block_number, log_index, tx_index, tx_hash, address, topics, d
 FROM STDIN (FORMAT BINARY);
 
 -- name: stats_chain --
--- Per-chain facts for `indexer stats`.
-SELECT c.id, c.name, c.kind, c.start_block, k.number AS checkpoint, c.head, c.head_seen_at,
-       (SELECT count(*) FROM blocks b WHERE b.chain = c.id) AS blocks_stored,
-       (SELECT max(number) FROM blocks b WHERE b.chain = c.id) AS highest_stored,
+-- Per-chain facts for `indexer stats`: the coverage view plus the last reorg.
+SELECT v.*, c.head_seen_at,
        (SELECT r.detected_at FROM reorgs r WHERE r.chain = c.id
         ORDER BY r.detected_at DESC LIMIT 1) AS last_reorg
-FROM chains c LEFT JOIN checkpoints k ON k.chain = c.id
-WHERE c.name = %(name)s;
+FROM coverage v JOIN chains c ON c.name = v.chain
+WHERE v.chain = %(name)s;
 
 -- name: stored_hashes --
 -- Stored hashes at the given heights (fork-point search).
@@ -128,3 +126,109 @@ VALUES (%(chain)s, %(kind)s, %(fork_number)s, %(depth)s, %(old_tip_hash)s, %(new
 SELECT (SELECT count(*) FROM blocks WHERE chain = %(chain)s AND number > %(number)s),
        (SELECT count(*) FROM transactions WHERE chain = %(chain)s AND block_number > %(number)s),
        (SELECT count(*) FROM logs WHERE chain = %(chain)s AND block_number > %(number)s);
+
+-- name: chain_write_lock --
+-- Serialise write transactions of one chain (sync batches, rollbacks, gap repairs).
+SELECT pg_advisory_xact_lock(%(namespace)s, %(chain)s);
+
+-- name: gaps_of_chain --
+-- Missing ranges of one chain between its start block and its highest stored block.
+SELECT gap_start, gap_end FROM gaps
+WHERE chain = %(name)s AND gap_end >= %(low)s AND gap_start <= %(high)s
+ORDER BY gap_start;
+
+-- name: coverage_of_chain --
+-- The coverage view's row for one chain.
+SELECT * FROM coverage WHERE chain = %(name)s;
+
+-- name: gap_failures_of_chain --
+-- Dead-letter ranges of one chain.
+SELECT range_start, range_end, error, attempts, first_failed_at, last_failed_at, next_retry_at
+FROM gap_failures WHERE chain = %(chain)s ORDER BY range_start;
+
+-- name: gap_failure_record --
+-- Record (or count again) a range that could not be repaired; back off before the next try.
+INSERT INTO gap_failures (chain, range_start, range_end, error, next_retry_at)
+VALUES (%(chain)s, %(start)s, %(end)s, %(error)s, now() + make_interval(secs => %(backoff_secs)s))
+ON CONFLICT (chain, range_start) DO UPDATE
+SET range_end = EXCLUDED.range_end,
+    error = EXCLUDED.error,
+    attempts = gap_failures.attempts + 1,
+    last_failed_at = now(),
+    next_retry_at = now() + make_interval(
+        secs => least(%(backoff_secs)s * power(2, gap_failures.attempts), %(max_backoff_secs)s));
+
+-- name: gap_failures_clear --
+-- Forget dead-letter ranges that start inside a range that is now stored.
+DELETE FROM gap_failures
+WHERE chain = %(chain)s AND range_start BETWEEN %(start)s AND %(end)s;
+
+-- name: stored_block_at --
+-- (hash, parent_hash) of one stored block, locked against deletion until commit.
+SELECT hash, parent_hash FROM blocks WHERE chain = %(chain)s AND number = %(number)s
+FOR KEY SHARE;
+
+-- name: verify_links --
+-- Stored blocks whose parent hash is not their stored predecessor's hash.
+SELECT b.number, b.parent_hash, p.hash
+FROM blocks b JOIN blocks p ON p.chain = b.chain AND p.number = b.number - 1
+WHERE b.chain = %(chain)s AND b.number BETWEEN %(low)s AND %(high)s
+  AND b.parent_hash <> p.hash
+ORDER BY b.number LIMIT 1000;
+
+-- name: verify_orphan_transactions --
+-- Heights with transactions but no stored block.
+SELECT t.block_number, count(*)
+FROM transactions t LEFT JOIN blocks b ON b.chain = t.chain AND b.number = t.block_number
+WHERE t.chain = %(chain)s AND t.block_number BETWEEN %(low)s AND %(high)s AND b.number IS NULL
+GROUP BY t.block_number ORDER BY t.block_number LIMIT 1000;
+
+-- name: verify_orphan_logs --
+-- Logs whose block or transaction is not stored.
+SELECT l.block_number, l.log_index
+FROM logs l
+LEFT JOIN transactions t
+  ON t.chain = l.chain AND t.block_number = l.block_number AND t.tx_index = l.tx_index
+WHERE l.chain = %(chain)s AND l.block_number BETWEEN %(low)s AND %(high)s
+  AND (t.hash IS NULL OR t.hash <> l.tx_hash)
+ORDER BY l.block_number, l.log_index LIMIT 1000;
+
+-- name: verify_tx_counts --
+-- Blocks whose tx_count differs from their stored transactions.
+SELECT b.number, b.tx_count, count(t.tx_index)
+FROM blocks b LEFT JOIN transactions t ON t.chain = b.chain AND t.block_number = b.number
+WHERE b.chain = %(chain)s AND b.number BETWEEN %(low)s AND %(high)s
+GROUP BY b.number, b.tx_count HAVING b.tx_count <> count(t.tx_index)
+ORDER BY b.number LIMIT 1000;
+
+-- name: verify_ranges --
+-- Differences between block_ranges (derived) and the blocks table itself.
+WITH truth AS (
+    SELECT min(number) AS first, max(number) AS last
+    FROM (SELECT number, number - row_number() OVER (ORDER BY number) AS grp
+          FROM blocks WHERE chain = %(chain)s) t
+    GROUP BY grp
+), derived AS (
+    SELECT min(first) AS first, max(last) AS last
+    FROM (SELECT first, last, sum(starts) OVER (ORDER BY first) AS run
+          FROM (SELECT first, last,
+                       CASE WHEN first = lag(last) OVER (ORDER BY first) + 1 THEN 0 ELSE 1 END
+                         AS starts
+                FROM block_ranges WHERE chain = %(chain)s) m) n
+    GROUP BY run
+)
+(SELECT 'missing from block_ranges' AS problem, first, last FROM truth
+ EXCEPT SELECT 'missing from block_ranges', first, last FROM derived)
+UNION ALL
+(SELECT 'not in blocks' AS problem, first, last FROM derived
+ EXCEPT SELECT 'not in blocks', first, last FROM truth)
+ORDER BY first LIMIT 1000;
+
+-- name: stored_hashes_between --
+-- Stored (number, hash) in a height range, in order (verify against the node).
+SELECT number, hash FROM blocks
+WHERE chain = %(chain)s AND number BETWEEN %(low)s AND %(high)s ORDER BY number;
+
+-- name: highest_stored --
+-- The highest stored height of a chain (null when empty).
+SELECT max(number) FROM blocks WHERE chain = %(chain)s;

@@ -19,7 +19,7 @@ import psycopg
 from indexer import errors
 from indexer.config import DatabaseConfig
 from indexer.models import Block, BlockRef
-from indexer.store import LOCK_NS_WRITER, connect, translate
+from indexer.store import LOCK_NS_CHAIN_TX, LOCK_NS_WRITER, connect, translate
 from indexer.store.queries import Q
 
 logger = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class ChainWriter:
         with translate(f"roll back chain {self.name} to {fork_number:,d}"):
             async with self.conn.transaction():
                 cur = self.conn.cursor()
+                await lock_chain_writes(cur, self.chain)
                 await cur.execute(Q["delete_logs_above"], params)
                 await cur.execute(Q["delete_transactions_above"], params)
                 await cur.execute(Q["delete_blocks_above"], params)
@@ -183,40 +184,8 @@ class ChainWriter:
         with translate(f"write blocks {blocks[0].number:,d}-{new_tip.number:,d} of {self.name}"):
             async with self.conn.transaction():
                 cur = self.conn.cursor()
-                async with cur.copy(Q["copy_blocks"]) as copy:
-                    copy.set_types(BLOCK_TYPES)
-                    for b in blocks:
-                        await copy.write_row(
-                            (
-                                chain, b.number, b.hash, b.parent_hash,
-                                datetime.fromtimestamp(b.timestamp, UTC), b.tx_count,
-                                b.miner, b.gas_used, b.gas_limit, b.base_fee_per_gas, b.size,
-                                b.version, b.merkle_root, b.bits, b.nonce,
-                            )
-                        )  # fmt: skip
-                if any(b.transactions for b in blocks):
-                    async with cur.copy(Q["copy_transactions"]) as copy:
-                        copy.set_types(TX_TYPES)
-                        for b in blocks:
-                            for t in b.transactions:
-                                await copy.write_row(
-                                    (
-                                        chain, t.block_number, t.tx_index, t.hash,
-                                        t.from_address, t.to_address, t.value, t.nonce, t.gas,
-                                        t.gas_price, t.input, t.type,
-                                    )
-                                )  # fmt: skip
-                if any(b.logs for b in blocks):
-                    async with cur.copy(Q["copy_logs"]) as copy:
-                        copy.set_types(LOG_TYPES)
-                        for b in blocks:
-                            for lg in b.logs:
-                                await copy.write_row(
-                                    (
-                                        chain, lg.block_number, lg.log_index, lg.tx_index,
-                                        lg.tx_hash, lg.address, list(lg.topics), lg.data,
-                                    )
-                                )  # fmt: skip
+                await lock_chain_writes(cur, chain)
+                await copy_rows(cur, chain, blocks)
                 await cur.execute(
                     Q["checkpoint_advance"],
                     {
@@ -235,3 +204,46 @@ class ChainWriter:
                 if head is not None:
                     await cur.execute(Q["chain_set_head"], {"chain": chain, "head": head})
         return new_tip
+
+
+async def lock_chain_writes(cur: psycopg.AsyncCursor[Any], chain: int) -> None:
+    """Serialise this transaction with every other write transaction of `chain`."""
+    await cur.execute(Q["chain_write_lock"], {"namespace": LOCK_NS_CHAIN_TX, "chain": chain})
+
+
+async def copy_rows(cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]) -> None:
+    """Binary-COPY `blocks` and their transactions and logs (inside the caller's transaction)."""
+    async with cur.copy(Q["copy_blocks"]) as copy:
+        copy.set_types(BLOCK_TYPES)
+        for b in blocks:
+            await copy.write_row(
+                (
+                    chain, b.number, b.hash, b.parent_hash,
+                    datetime.fromtimestamp(b.timestamp, UTC), b.tx_count,
+                    b.miner, b.gas_used, b.gas_limit, b.base_fee_per_gas, b.size,
+                    b.version, b.merkle_root, b.bits, b.nonce,
+                )
+            )  # fmt: skip
+    if any(b.transactions for b in blocks):
+        async with cur.copy(Q["copy_transactions"]) as copy:
+            copy.set_types(TX_TYPES)
+            for b in blocks:
+                for t in b.transactions:
+                    await copy.write_row(
+                        (
+                            chain, t.block_number, t.tx_index, t.hash,
+                            t.from_address, t.to_address, t.value, t.nonce, t.gas,
+                            t.gas_price, t.input, t.type,
+                        )
+                    )  # fmt: skip
+    if any(b.logs for b in blocks):
+        async with cur.copy(Q["copy_logs"]) as copy:
+            copy.set_types(LOG_TYPES)
+            for b in blocks:
+                for lg in b.logs:
+                    await copy.write_row(
+                        (
+                            chain, lg.block_number, lg.log_index, lg.tx_index,
+                            lg.tx_hash, lg.address, list(lg.topics), lg.data,
+                        )
+                    )  # fmt: skip

@@ -242,7 +242,7 @@ class ChainSyncer:
         self.reorgs.record(depth)
         self.fetcher.reset(self._next_height())
         logger.warning(
-            "%s: rolled back %d block(s) to %s (fork point found in %d round trips); "
+            "%s: rolled back %d block(s) to %s (fork point found in %d round trip(s)); "
             "syncing the new branch",
             self.cfg.name,
             depth,

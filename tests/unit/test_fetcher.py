@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from indexer import errors
 from indexer.models import Block, BlockRef
@@ -27,6 +28,11 @@ class FakeSource:
     async def block_ref(self, number: int) -> BlockRef:
         return BlockRef(number, b"\x00" * 32)
 
+    async def hashes(
+        self, numbers: Sequence[int], *, alternate: bool = False
+    ) -> dict[int, bytes | None]:
+        return {n: n.to_bytes(32, "big") for n in numbers}
+
     async def blocks(self, start: int, count: int) -> list[Block]:
         self.asked.append((start, count))
         await self.gate.wait()
@@ -44,7 +50,7 @@ async def test_batches_come_in_order_and_never_above_limit() -> None:
     f = Prefetcher(src, batch_size=10, depth=3)
     f.reset(0)
     f.set_limit(44)
-    got = []
+    got: list[int] = []
     while f.pending():
         got.extend(b.number for b in await f.next_batch())
     assert got == list(range(45))
@@ -93,7 +99,7 @@ async def test_lowering_limit_refetches_within_it() -> None:
     f._fill()
     f.set_limit(14)
     src.gate.set()
-    got = []
+    got: list[int] = []
     while f.pending():
         got.extend(b.number for b in await f.next_batch())
     assert got == list(range(15))

@@ -1,0 +1,114 @@
+"""`indexer repair-gaps`: list the missing ranges of each chain and fill them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from indexer import daemon, errors
+from indexer.config import ChainConfig, Config
+from indexer.store import Store
+from indexer.store.migrate import migrate
+from indexer.store.repairs import RepairStore
+from indexer.store.writer import ChainWriter
+from indexer.sync.gaps import GapRepairer, RangeReport
+from indexer.sync.progress import Progress
+from indexer.sync.syncer import ChainSyncer
+
+logger = logging.getLogger(__name__)
+
+
+async def repair_gaps(
+    cfg: Config,
+    *,
+    chains: Sequence[str],
+    low: int | None,
+    high: int | None,
+    dry_run: bool,
+    retry_failed: bool,
+    echo: Callable[[str], None],
+    stop: asyncio.Event,
+) -> int:
+    """Return 0 when no gap remains in the selected ranges, 1 otherwise."""
+    await migrate(cfg.database)
+    exit_code = errors.EXIT_OK
+    async with Store(cfg.database) as store:
+        for chain in daemon.select_chains(cfg, chains):
+            row = await store.chain_row(chain.name)
+            if row is None:
+                echo(f"{chain.name}: never synced; nothing to repair")
+                continue
+            async with daemon.make_rpc(chain) as rpc:
+                source = daemon.make_source(chain, rpc)
+                await source.check_identity()
+                repairs = RepairStore(store, chain=int(row["id"]), name=chain.name)
+
+                def on_report(report: RangeReport, name: str = chain.name) -> None:
+                    echo(f"{name}: {report}")
+
+                async def on_reorg(chain: ChainConfig = chain, chain_id: int = int(row["id"])
+                                   ) -> None:  # fmt: skip
+                    await _resolve_reorg(cfg, chain, chain_id, store, stop=stop, echo=echo)
+
+                repairer = GapRepairer(chain, source=source, repairs=repairs, on_report=on_report)
+
+                remaining = await repairer.repair(
+                    low=low,
+                    high=high,
+                    dry_run=dry_run,
+                    retry_failed=retry_failed,
+                    on_reorg=on_reorg,
+                )
+            if remaining:
+                total = sum(e - s + 1 for s, e in remaining)
+                echo(f"{chain.name}: {len(remaining)} gap(s), {total:,d} blocks missing")
+                exit_code = errors.EXIT_FAILURE
+            else:
+                echo(f"{chain.name}: no gaps")
+    return exit_code
+
+
+async def _resolve_reorg(
+    cfg: Config,
+    chain: ChainConfig,
+    chain_id: int,
+    store: Store,
+    *,
+    stop: asyncio.Event,
+    echo: Callable[[str], None],
+) -> None:
+    """A repaired range met a stale neighbour: let the reorg logic bring the chain in line.
+
+    If `indexer sync` is running on this chain, it owns the writer lock and will roll back the
+    stale blocks itself (its tip is stale too); we give it a few poll intervals. Otherwise we
+    take the lock and run the syncer up to the current checkpoint, which checks the tip,
+    rolls back to the fork point and syncs the new branch.
+    """
+    writer = ChainWriter(cfg.database, chain=chain_id, name=chain.name)
+    try:
+        await writer.open()
+    except errors.WriterLockHeld:
+        echo(f"{chain.name}: stale blocks found; the running sync will roll them back")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=5 * chain.poll_interval_secs)
+        return
+    try:
+        tip = await writer.tip()
+        if tip is None:
+            return
+        async with daemon.make_rpc(chain) as rpc:
+            syncer = ChainSyncer(
+                chain,
+                source=daemon.make_source(chain, rpc),
+                writer=writer,
+                store=store,
+                stop=stop,
+                progress=Progress(),
+                to_height=tip.number,
+            )
+            echo(f"{chain.name}: stale blocks found; checking the tip for a reorg")
+            await syncer.run()
+    finally:
+        await writer.close()
