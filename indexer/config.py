@@ -23,6 +23,8 @@ from indexer import errors, redact
 DEFAULT_CONFIG_PATH = Path("config/indexer.toml")
 ENV_CONFIG = "INDEXER_CONFIG"
 ENV_DATABASE_URL = "INDEXER_DATABASE_URL"
+ENV_CREDENTIALS_DIR = "CREDENTIALS_DIRECTORY"  # systemd LoadCredential=
+CREDENTIAL_DATABASE_URL = "database-url"
 _NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 
 
@@ -159,12 +161,29 @@ def _describe(exc: pydantic.ValidationError) -> str:
     return "invalid config: " + "; ".join(lines)
 
 
+def _database_url_override(env: Mapping[str, str]) -> str | None:
+    """`INDEXER_DATABASE_URL`, else the systemd credential `database-url` if present."""
+    if env.get(ENV_DATABASE_URL):
+        return env[ENV_DATABASE_URL]
+    directory = env.get(ENV_CREDENTIALS_DIR)
+    if directory:
+        path = Path(directory) / CREDENTIAL_DATABASE_URL
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise errors.ConfigError(f"cannot read credential {path}: {exc.strerror}") from None
+    return None
+
+
 def build(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """Validate `data` (parsed TOML) with the environment overlay applied."""
     merged = dict(data)
-    if env.get(ENV_DATABASE_URL):
+    override = _database_url_override(env)
+    if override:
         database = dict(merged.get("database") or {})
-        database["url"] = env[ENV_DATABASE_URL]
+        database["url"] = override
         merged["database"] = database
     try:
         return Config.model_validate(merged)

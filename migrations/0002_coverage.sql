@@ -156,13 +156,16 @@ SELECT c.name AS chain,
        CASE WHEN s.highest IS NULL THEN NULL
             ELSE round(100.0 * s.stored / (s.highest - c.start_block + 1), 4)
        END::numeric AS coverage_pct,
-       (SELECT count(*) FROM gaps g WHERE g.chain = c.name) AS gap_count,
+       -- Holes between merged ranges, plus one below the first range if it starts late.
+       coalesce(s.ranges - 1 + (s.lowest > c.start_block)::int, 0) AS gap_count,
        (SELECT count(*) FROM gap_failures f WHERE f.chain = c.id) AS failed_ranges,
        (SELECT coalesce(sum(f.range_end - f.range_start + 1), 0)::bigint FROM gap_failures f
         WHERE f.chain = c.id) AS failed_blocks
 FROM chains c
 LEFT JOIN checkpoints k ON k.chain = c.id
 LEFT JOIN LATERAL (
-    SELECT sum(cr.last - cr.first + 1) AS stored, max(cr.last) AS highest
+    SELECT sum(cr.last - cr.first + 1) AS stored, max(cr.last) AS highest,
+           min(cr.first) AS lowest, count(*) AS ranges
     FROM chain_ranges cr WHERE cr.chain = c.id
+    HAVING count(*) > 0
 ) s ON true;

@@ -66,7 +66,12 @@ async def migrate(db: DatabaseConfig, *, directory: Path | None = None) -> list[
     try:
         with translate("apply migrations"):
             await conn.execute(Q["advisory_lock"], {"namespace": LOCK_NS_MIGRATE, "key": 0})
-            await conn.execute(Q["migrations_table"])
+            cur = await conn.execute(Q["migrations_table_exists"])
+            exists = await cur.fetchone()
+            if not (exists and exists[0]):
+                # Only the schema owner can do this; a runtime role with no CREATE privilege
+                # never gets here once the schema is up to date.
+                await conn.execute(Q["migrations_table"])
             cur = await conn.execute(Q["migrations_applied"])
             done = {int(v): (str(n), str(c)) for v, n, c in await cur.fetchall()}
             for migration in pending:

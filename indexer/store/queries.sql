@@ -13,6 +13,10 @@ SELECT pg_advisory_unlock(%(namespace)s, %(key)s);
 -- Take the session advisory lock (namespace, key) if free; true when taken.
 SELECT pg_try_advisory_lock(%(namespace)s, %(key)s);
 
+-- name: migrations_table_exists --
+-- Whether the bookkeeping table exists (no DDL needed by a runtime role when it does).
+SELECT to_regclass('schema_migrations') IS NOT NULL;
+
 -- name: migrations_table --
 -- The bookkeeping table of applied migrations (created before any migration runs).
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -108,3 +108,15 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "indexer.example.toml"
     cfg = config.load(str(example), {})
     assert cfg.chains
+
+
+def test_systemd_credential_supplies_database_url(tmp_path: Path) -> None:
+    (tmp_path / "database-url").write_text("postgresql://cred@127.0.0.1/x\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    assert config.build(BASE, env).database.url == "postgresql://cred@127.0.0.1/x"
+    env["INDEXER_DATABASE_URL"] = "postgresql://env@127.0.0.1/x"
+    assert config.build(BASE, env).database.url == "postgresql://env@127.0.0.1/x"
+    assert (
+        config.build(BASE, {"CREDENTIALS_DIRECTORY": str(tmp_path / "none")}).database.url
+        == (BASE["database"]["url"])
+    )
