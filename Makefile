@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv anvil lint format test demo bench clean
+.PHONY: venv anvil electrumx lint format test demo bench clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 anvil:
 	@scripts/install-anvil.sh >/dev/null
 
+# ElectrumX (PyPI e-x, pinned) in its own venv under .tools/, for the Electrum tests.
+electrumx:
+	@scripts/install-electrumx.sh >/dev/null
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -28,8 +32,8 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 # Lint, then every test against a real PostgreSQL (found, started or installed by
-# scripts/ensure-postgres.sh) and a real anvil (installed by scripts/install-anvil.sh).
-test: venv anvil lint
+# scripts/ensure-postgres.sh), a real anvil and a real ElectrumX.
+test: venv anvil electrumx lint
 	INDEXER_TEST_DSN="$$(PY=$(PY) scripts/ensure-postgres.sh)" $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # A local devnet that keeps producing blocks, indexed into an embedded Postgres (or

@@ -37,6 +37,7 @@ class DatabaseConfig(_Model):
     pool_min_size: int = Field(default=1, ge=1, le=100)
     pool_max_size: int = Field(default=4, ge=1, le=100)
     connect_timeout_secs: float = Field(default=10.0, gt=0)
+    max_outage_secs: float = Field(default=300.0, gt=0)  # then exit 1 so systemd restarts us
 
     @field_validator("url")
     @classmethod
@@ -55,6 +56,7 @@ class DatabaseConfig(_Model):
 
 class HttpConfig(_Model):
     listen: str
+    ready_max_lag_blocks: int = Field(default=20, ge=0)  # /health/ready: lag allowed per chain
 
     @field_validator("listen")
     @classmethod
@@ -63,6 +65,11 @@ class HttpConfig(_Model):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be HOST:PORT")
         return listen
+
+
+class ServiceConfig(_Model):
+    shutdown_grace_secs: float = Field(default=60.0, gt=0)  # then the batch in flight is aborted
+    stall_timeout_secs: float = Field(default=300.0, gt=0)  # behind yet no progress: no WATCHDOG
 
 
 class ChainConfig(_Model):
@@ -112,6 +119,7 @@ class ChainConfig(_Model):
 class Config(_Model):
     database: DatabaseConfig
     http: HttpConfig | None = None
+    service: ServiceConfig = ServiceConfig()
     chains: tuple[ChainConfig, ...]
 
     @model_validator(mode="after")

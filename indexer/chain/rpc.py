@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from indexer import errors, redact
@@ -36,24 +36,67 @@ MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _ERROR_LOG_INTERVAL_SECS = 60.0
 
 
+CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN = "closed", "open", "half_open"
+
+
 @dataclass
 class EndpointStats:
-    """Counters per endpoint, exported as metrics later."""
+    """Counters and circuit state per endpoint (for metrics); `url` is redacted."""
 
-    url: str  # redacted
+    url: str
     requests: int = 0
     errors: int = 0
+    rate_limited: int = 0
     latency_secs_total: float = 0.0
     last_error: str | None = None
+    circuit: str = CIRCUIT_CLOSED
 
 
 @dataclass
 class _Endpoint:
+    """One URL with its circuit breaker: after `failures_to_open` consecutive failures it
+    opens for a cool-down, then lets a single probe through (half open); success closes it."""
+
     url: str
+    concurrency: int
     stats: EndpointStats = field(init=False)
+    semaphore: asyncio.Semaphore = field(init=False)
+    consecutive_failures: int = 0
+    open_until: float = 0.0
+    probing: bool = False
+    rate_limited_until: float = 0.0
 
     def __post_init__(self) -> None:
         self.stats = EndpointStats(redact.redact_url(self.url))
+        self.semaphore = asyncio.Semaphore(self.concurrency)
+
+    def available_at(self, now: float) -> float:
+        """When this endpoint may take a request (<= now: it may now)."""
+        if self.probing:
+            return now + 1.0  # one probe at a time; ask again later
+        if self.stats.circuit == CIRCUIT_OPEN:
+            return max(self.open_until, self.rate_limited_until)
+        return self.rate_limited_until
+
+    def succeeded(self) -> None:
+        self.consecutive_failures = 0
+        self.probing = False
+        self.stats.circuit = CIRCUIT_CLOSED
+
+    def failed(self, *, failures_to_open: int, cooldown_secs: float) -> None:
+        self.consecutive_failures += 1
+        if self.probing or self.consecutive_failures >= failures_to_open:
+            if self.stats.circuit != CIRCUIT_OPEN:
+                logger.warning(
+                    "%s: circuit open for %gs after %d consecutive failures",
+                    self.stats.url,
+                    cooldown_secs,
+                    self.consecutive_failures,
+                    extra={"action": "circuit_open"},
+                )
+            self.stats.circuit = CIRCUIT_OPEN
+            self.open_until = time.monotonic() + cooldown_secs
+        self.probing = False
 
 
 class RpcClient:
@@ -66,13 +109,16 @@ class RpcClient:
         timeout_secs: float,
         max_concurrency: int = 8,
         max_attempts: int = 5,
+        failures_to_open: int = 5,
+        cooldown_secs: float = 30.0,
         label: str = "rpc",
     ) -> None:
         assert urls, "at least one URL"
-        self._endpoints = [_Endpoint(url) for url in urls]
+        self._endpoints = [_Endpoint(url, max_concurrency) for url in urls]
         self._next_endpoint = 0
         self._timeout_secs = timeout_secs
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._failures_to_open = failures_to_open
+        self._cooldown_secs = cooldown_secs
         self._max_attempts = max_attempts
         self._label = label
         self._ids = itertools.count(1)
@@ -140,9 +186,30 @@ class RpcClient:
     # -- Internals
 
     def _pick(self, url: str | None) -> _Endpoint:
+        """The current endpoint if it may take a request, else the next one that may.
+
+        With every circuit open (or every endpoint rate limited), raise `SourceTransient`
+        carrying how long to wait, so that the retry policy sleeps instead of spinning.
+        """
         if url is not None:
             return next(e for e in self._endpoints if e.url == url)
-        return self._endpoints[self._next_endpoint % len(self._endpoints)]
+        now = time.monotonic()
+        count = len(self._endpoints)
+        for offset in range(count):
+            index = (self._next_endpoint + offset) % count
+            endpoint = self._endpoints[index]
+            if endpoint.available_at(now) <= now:
+                if endpoint.stats.circuit == CIRCUIT_OPEN:
+                    endpoint.stats.circuit = CIRCUIT_HALF_OPEN
+                    endpoint.probing = True
+                self._next_endpoint = index
+                return endpoint
+        wait = max(0.05, min(e.available_at(now) for e in self._endpoints) - now)
+        raise errors.SourceTransient(
+            f"{self._label}: every endpoint is unavailable (circuit open or rate limited) "
+            f"for another {wait:.1f}s",
+            retry_after_secs=wait,
+        )
 
     def _fail_over(self, endpoint: _Endpoint) -> None:
         if self._endpoints[self._next_endpoint % len(self._endpoints)] is endpoint:
@@ -178,7 +245,7 @@ class RpcClient:
         stats.requests += 1
         started = time.monotonic()
         try:
-            async with self._semaphore:
+            async with endpoint.semaphore:
                 try:
                     async with asyncio.timeout(self._timeout_secs):
                         payload = await self._post(endpoint.url, body, where)
@@ -188,12 +255,25 @@ class RpcClient:
                     ) from exc
                 except aiohttp.ClientError as exc:
                     raise errors.SourceTransient(f"{where}: {type(exc).__name__}") from exc
-            return _match(payload, ids, calls, where)
+            results = _match(payload, ids, calls, where)
         except (errors.SourceTransient, errors.ResponseCorrupted) as exc:
             stats.errors += 1
             stats.last_error = str(exc)
+            retry_after = exc.context.get("retry_after_secs")
+            if isinstance(retry_after, int | float):
+                stats.rate_limited += 1
+                endpoint.rate_limited_until = time.monotonic() + float(retry_after)
+            endpoint.failed(
+                failures_to_open=self._failures_to_open, cooldown_secs=self._cooldown_secs
+            )
             self._fail_over(endpoint)
             raise
+        except BaseException:
+            endpoint.probing = False
+            raise
+        else:
+            endpoint.succeeded()
+            return results
         finally:
             stats.latency_secs_total += time.monotonic() - started
 
@@ -202,6 +282,8 @@ class RpcClient:
         async with self._session.post(url, data=body) as resp:
             if resp.status == 429 or resp.status >= 500:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
+                if resp.status == 429 and retry_after is None:
+                    retry_after = 1.0
                 raise errors.SourceTransient(
                     f"{where}: HTTP {resp.status}", retry_after_secs=retry_after
                 )
@@ -230,7 +312,9 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _wait(state: RetryCallState) -> float:
-    base = wait_exponential_jitter(initial=0.25, max=4)(state)
+    """Capped exponential backoff with jitter, or the server's Retry-After when longer."""
+    attempt = max(state.attempt_number, 1)
+    base = min(4.0, 0.25 * 2 ** (attempt - 1)) + random.uniform(0, 0.25)
     exc = state.outcome.exception() if state.outcome else None
     hinted = exc.context.get("retry_after_secs") if isinstance(exc, errors.IndexerError) else None
     return max(base, float(hinted)) if isinstance(hinted, int | float) else base

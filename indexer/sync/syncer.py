@@ -18,13 +18,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from indexer import errors
 from indexer.chain import ChainSource
 from indexer.config import ChainConfig
-from indexer.models import BlockRef
+from indexer.models import Block, BlockRef
 from indexer.store import Store
 from indexer.store.writer import ChainWriter
 from indexer.sync import reorg, validate
@@ -40,6 +40,20 @@ _WARN_INTERVAL_SECS = 60.0
 
 class _Stopped(Exception):
     """The stop event fired while we waited."""
+
+
+@dataclass
+class SyncCounters:
+    """What this chain's loop has done, for metrics, health and the stall detector."""
+
+    blocks_written: int = 0
+    transactions_written: int = 0
+    logs_written: int = 0
+    batches: int = 0
+    batch_secs_total: float = 0.0
+    last_batch_secs: float = 0.0
+    # Monotonic time of the last write, rollback, or check that found nothing to do.
+    last_progress: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -69,8 +83,10 @@ class ChainSyncer:
         stop: asyncio.Event,
         progress: Progress,
         to_height: int | None = None,
+        max_outage_secs: float = 300.0,
     ) -> None:
         self.cfg = cfg
+        self.max_outage_secs = max_outage_secs
         self.source = source
         self.writer = writer
         self.store = store
@@ -85,6 +101,9 @@ class ChainSyncer:
         self._last_warn = 0.0
         self._following_logged = False
         self.reorgs = ReorgStats()
+        self.counters = SyncCounters()
+        self.halted: str | None = None  # why, once the chain halted
+        self._db_down_since: float | None = None
 
     @property
     def _log(self) -> dict[str, object]:
@@ -109,6 +128,7 @@ class ChainSyncer:
             self.fetcher.reset(self._next_height())
             while not self.stop.is_set():
                 try:
+                    self._check_outage()
                     if self._done():
                         # Before declaring --to reached, make sure our tip is still canonical:
                         # a reorg that kept the height is invisible to forward fetching.
@@ -119,6 +139,7 @@ class ChainSyncer:
                         continue
                     await self._step()
                     self._failures = 0
+                    self._db_down_since = None
                 except _Stopped:
                     break
                 except errors.RpcError as exc:
@@ -132,6 +153,8 @@ class ChainSyncer:
                 ) as exc:
                     await self._back_off(exc)
                 except errors.StoreUnavailable as exc:
+                    if self._db_down_since is None:
+                        self._db_down_since = time.monotonic()
                     await self._back_off(exc)
                     await self._reconnect()
         except _Stopped:
@@ -162,6 +185,7 @@ class ChainSyncer:
                     self.tip,
                     extra={**self._log, "action": "following"},
                 )
+            self.counters.last_progress = time.monotonic()  # nothing to do is not a stall
             await self._sleep(self.cfg.poll_interval_secs)
             return
         self.fetcher.set_limit(limit)
@@ -181,8 +205,40 @@ class ChainSyncer:
             self.fetcher.reset(next_height)
             raise
         # The batch is in hand: only now does a transaction open (no network await inside).
+        started = time.monotonic()
         self.tip = await self.writer.write_batch(blocks, expected=self.tip, head=self.head)
+        self._count(blocks, time.monotonic() - started)
         self.progress.update(self.cfg.name, height=self.tip.number, target=limit)
+
+    def _count(self, blocks: list[Block], secs: float) -> None:
+        c = self.counters
+        c.blocks_written += len(blocks)
+        c.transactions_written += sum(len(b.transactions) for b in blocks)
+        c.logs_written += sum(len(b.logs) for b in blocks)
+        c.batches += 1
+        c.batch_secs_total += secs
+        c.last_batch_secs = secs
+        c.last_progress = time.monotonic()
+
+    def _check_outage(self) -> None:
+        """Give up after a database outage longer than allowed: a restart may help."""
+        if self._db_down_since is None:
+            return
+        down_secs = time.monotonic() - self._db_down_since
+        if down_secs > self.max_outage_secs:
+            raise errors.StoreError(
+                f"chain {self.cfg.name}: database unavailable for {down_secs:.0f}s "
+                f"(max_outage_secs {self.max_outage_secs:g}); exiting so that the service "
+                "manager restarts us"
+            )
+
+    def stalled(self, *, timeout_secs: float, now: float | None = None) -> bool:
+        """Behind the node yet no progress for `timeout_secs` (not halted, not idle)."""
+        if self.halted is not None or self.head is None:
+            return False
+        now = time.monotonic() if now is None else now
+        behind = self.head - self.cfg.confirmations > (self.tip.number if self.tip else -1)
+        return behind and now - self.counters.last_progress > timeout_secs
 
     async def _tip_replaced(self) -> bool:
         """While idle at the head: is our tip still the node's block at that height?
@@ -240,6 +296,7 @@ class ChainSyncer:
         )
         self.tip = fork.block
         self.reorgs.record(depth)
+        self.counters.last_progress = time.monotonic()
         self.fetcher.reset(self._next_height())
         logger.warning(
             "%s: rolled back %d block(s) to %s (fork point found in %d round trip(s)); "
