@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -18,6 +19,7 @@ from indexer import repair as repair_mod
 from indexer import rewind as rewind_mod
 from indexer import verify as verify_mod
 from indexer.config import Config
+from indexer.sdnotify import Notifier
 from indexer.store.migrate import migrate
 
 logger = logging.getLogger("indexer")
@@ -38,8 +40,14 @@ def _load(ctx: click.Context) -> Config:
     return cfg
 
 
-def _run(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
-    """Run `main(stop)` with SIGINT/SIGTERM setting `stop`; a second signal cancels it."""
+def _run(
+    main: Callable[[asyncio.Event], Coroutine[Any, Any, int]],
+    *,
+    grace_secs: float | None = None,
+    notifier: Notifier | None = None,
+) -> int:
+    """Run `main(stop)`: SIGINT/SIGTERM set `stop`; a second signal, or `grace_secs` after the
+    first, cancels it (an open transaction is then rolled back, never half committed)."""
 
     async def wrapper() -> int:
         loop = asyncio.get_running_loop()
@@ -57,7 +65,11 @@ def _run(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
                 signame,
                 extra={"action": "stopping"},
             )
+            if notifier is not None:
+                notifier.notify("STOPPING=1")
             stop.set()
+            if grace_secs is not None:
+                loop.call_later(grace_secs, _abort, task, grace_secs)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig.name)
@@ -75,6 +87,16 @@ def _run(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
     except asyncio.CancelledError:
         return errors.EXIT_FAILURE
     raise AssertionError("unreachable")
+
+
+def _abort(task: asyncio.Task[Any], grace_secs: float) -> None:
+    if not task.done():
+        logger.error(
+            "shutdown grace of %gs exceeded: aborting (open transactions roll back)",
+            grace_secs,
+            extra={"action": "abort"},
+        )
+        task.cancel()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,10 +150,17 @@ def sync_cmd(ctx: click.Context, chains: tuple[str, ...], to_height: int | None)
     except errors.ConfigError as exc:
         _fail(exc)
 
-    async def run(stop: asyncio.Event) -> int:
-        return await daemon.run_sync(cfg, chains=chains, to_height=to_height, stop=stop)
+    notifier = Notifier(os.environ)
 
-    sys.exit(_run(run))
+    async def run(stop: asyncio.Event) -> int:
+        return await daemon.run_sync(
+            cfg, chains=chains, to_height=to_height, stop=stop, notifier=notifier
+        )
+
+    try:
+        sys.exit(_run(run, grace_secs=cfg.service.shutdown_grace_secs, notifier=notifier))
+    finally:
+        notifier.close()
 
 
 @main.command("stats")

@@ -86,6 +86,9 @@ class ChainConfig(_Model):
     request_timeout_secs: float = Field(default=30.0, gt=0, le=3600)
     prefetch_batches: int = Field(default=4, ge=1, le=64)
     repair_interval_secs: float = Field(default=600.0, ge=0)  # 0: only at start-up
+    circuit_failures: int = Field(default=5, ge=1)  # consecutive failures that open a circuit
+    circuit_cooldown_secs: float = Field(default=30.0, gt=0)  # open this long, then one probe
+    endpoint_concurrency: int = Field(default=8, ge=1, le=256)  # requests in flight per URL
 
     @field_validator("name")
     @classmethod

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from indexer import errors
 from indexer.chain import ChainSource
 from indexer.chain.evm import EvmSource
 from indexer.chain.rpc import RpcClient
 from indexer.config import ChainConfig, Config
+from indexer.http.app import HttpServer
+from indexer.runtime import ChainRuntime, Runtime
+from indexer.sdnotify import Notifier
 from indexer.store import Store
 from indexer.store.migrate import migrate
 from indexer.store.repairs import RepairStore
@@ -44,7 +47,9 @@ def make_rpc(chain: ChainConfig) -> RpcClient:
     return RpcClient(
         chain.urls,
         timeout_secs=chain.request_timeout_secs,
-        max_concurrency=chain.prefetch_batches + 2,
+        max_concurrency=chain.endpoint_concurrency,
+        failures_to_open=chain.circuit_failures,
+        cooldown_secs=chain.circuit_cooldown_secs,
         label=chain.name,
     )
 
@@ -56,14 +61,21 @@ async def run_sync(
     to_height: int | None = None,
     stop: asyncio.Event,
     progress: Progress | None = None,
+    notifier: Notifier | None = None,
+    on_ready: Callable[[Runtime], None] | None = None,
 ) -> int:
-    """Run `indexer sync`; return the process exit code."""
+    """Run `indexer sync`; return the process exit code.
+
+    READY=1 goes out only once the database answered, every endpoint's chain id was checked,
+    every writer lock is held and every resume point was validated.
+    """
     selected = select_chains(cfg, chains)
     progress = progress or Progress()
+    notifier = notifier or Notifier({})
     await migrate(cfg.database)
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(Store(cfg.database))
-        syncers = []
+        runtime = Runtime(cfg=cfg, store=store)
         for chain in selected:
             rpc = await stack.enter_async_context(make_rpc(chain))
             source = make_source(chain, rpc)
@@ -80,6 +92,7 @@ async def run_sync(
             writer = await stack.enter_async_context(
                 ChainWriter(cfg.database, chain=chain_id, name=chain.name)
             )
+            await writer.tip()  # the resume point is consistent, or this raises
             syncer = ChainSyncer(
                 chain,
                 source=source,
@@ -88,21 +101,72 @@ async def run_sync(
                 stop=stop,
                 progress=progress,
                 to_height=to_height,
+                max_outage_secs=cfg.database.max_outage_secs,
             )
             repairer = GapRepairer(
                 chain, source=source, repairs=RepairStore(store, chain=chain_id, name=chain.name)
             )
-            syncers.append((syncer, repairer))
+            runtime.chains.append(ChainRuntime(syncer=syncer, repairer=repairer, rpc=rpc))
+        if cfg.http is not None:
+            server = HttpServer(
+                runtime, listen=cfg.http.listen, ready_max_lag_blocks=cfg.http.ready_max_lag_blocks
+            )
+            await server.start()
+            stack.push_async_callback(server.stop)
+        notifier.notify("READY=1")
+        notifier.notify(f"STATUS=syncing {', '.join(c.name for c in runtime.chains)}")
+        stack.callback(notifier.notify, "STOPPING=1")
+        if on_ready is not None:
+            on_ready(runtime)
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(_run_chain(s, r), name=f"chain-{s.cfg.name}")
-                    for s, r in syncers
+                    group.create_task(_run_chain(c.syncer, c.repairer), name=f"chain-{c.name}")
+                    for c in runtime.chains
                 ]
+                watchdog = group.create_task(
+                    _watchdog(runtime, notifier, stop=stop), name="watchdog"
+                )
+                await asyncio.gather(*tasks)
+                watchdog.cancel()
         except* errors.IndexerError as group_exc:
             # One chain failed in a way that needs a restart: report that error, not a group.
             raise group_exc.exceptions[0] from None
     return max((t.result() for t in tasks), default=errors.EXIT_OK)
+
+
+async def _watchdog(runtime: Runtime, notifier: Notifier, *, stop: asyncio.Event) -> None:
+    """Ping systemd's watchdog from the event loop, but only while every chain progresses.
+
+    A blocked loop sends nothing, so systemd restarts us after WatchdogSec. A chain that is
+    behind its node yet makes no progress for `stall_timeout_secs` stops the pings too; with
+    no systemd watchdog, such a stall ends the process (exit 1) so a supervisor restarts it.
+    """
+    timeout = runtime.cfg.service.stall_timeout_secs
+    interval = notifier.watchdog_interval_secs or min(5.0, timeout / 4)
+    warned = False
+    while not stop.is_set():
+        stalled = [c.name for c in runtime.chains if c.syncer.stalled(timeout_secs=timeout)]
+        if not stalled:
+            warned = False
+            if notifier.watchdog_interval_secs is not None:
+                notifier.notify("WATCHDOG=1")
+        else:
+            if not warned:
+                warned = True
+                logger.error(
+                    "stalled: %s behind the node with no progress for %.0fs; %s",
+                    ", ".join(stalled),
+                    timeout,
+                    "withholding the watchdog ping"
+                    if notifier.watchdog_interval_secs is not None
+                    else "exiting so that the service manager restarts us",
+                    extra={"action": "stalled"},
+                )
+            if notifier.watchdog_interval_secs is None:
+                raise errors.IndexerError(f"sync stalled on {', '.join(stalled)}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
 async def _run_chain(syncer: ChainSyncer, repairer: GapRepairer) -> int:
@@ -131,6 +195,7 @@ async def _run_chain(syncer: ChainSyncer, repairer: GapRepairer) -> int:
         raise group_exc.exceptions[0] from None
     if halted is None:
         return errors.EXIT_OK
+    syncer.halted = str(halted)
     logger.error(
         "%s: halted: %s",
         syncer.cfg.name,

@@ -70,3 +70,7 @@ class Block:
     @property
     def ref(self) -> BlockRef:
         return BlockRef(self.number, self.hash)
+
+
+# What a genesis block's parent hash is, as a ref one below height 0.
+GENESIS_PARENT = BlockRef(-1, b"\x00" * 32)

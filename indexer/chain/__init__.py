@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from indexer.models import Block, BlockRef
+from indexer import errors
+from indexer.models import GENESIS_PARENT, Block, BlockRef
 
 
 class ChainSource(Protocol):
@@ -38,3 +39,18 @@ class ChainSource(Protocol):
         With `alternate`, ask another endpoint than the usual one when there are several
         (a second opinion before deleting anything).
         """
+
+
+async def anchor_below(source: ChainSource, start_block: int) -> BlockRef:
+    """What the first block at `start_block` must link to.
+
+    For a genesis block, the all-zero parent hash; otherwise the node's block at
+    `start_block - 1` (asked from another endpoint when there are several).
+    """
+    if start_block == 0:
+        return GENESIS_PARENT
+    number = start_block - 1
+    found = (await source.hashes([number], alternate=True)).get(number)
+    if found is None:
+        raise errors.ResponseCorrupted(f"{source.label}: node has no block at {number:,d}")
+    return BlockRef(number, found)

@@ -254,11 +254,14 @@ class EvmSource:
             ("eth_getBlockByNumber", [hex(n), True]) for n in range(start, end + 1)
         ]
         calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(end)}]))
-        results = await self.rpc.batch(calls)
         where = f"{self.label} blocks {start:,d}-{end:,d}"
-        mapped = [
-            _map_block(raw, number=start + i, where=f"{self.label} block {start + i:,d}")
-            for i, raw in enumerate(results[:-1])
-        ]
-        blocks = [b for b, _ in mapped]
-        return _attach_logs(blocks, [h for _, h in mapped], results[-1], where=where)
+
+        def parse(results: list[Any]) -> list[Block]:
+            mapped = [
+                _map_block(raw, number=start + i, where=f"{self.label} block {start + i:,d}")
+                for i, raw in enumerate(results[:-1])
+            ]
+            blocks = [b for b, _ in mapped]
+            return _attach_logs(blocks, [h for _, h in mapped], results[-1], where=where)
+
+        return await self.rpc.batch_parsed(calls, parse)

@@ -15,9 +15,9 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -31,6 +31,8 @@ from tenacity import (
 from indexer import errors, redact
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _ERROR_LOG_INTERVAL_SECS = 60.0
@@ -167,6 +169,22 @@ class RpcClient:
 
         With `url`, only that endpoint is asked (used to check every endpoint's chain id).
         """
+        return await self.batch_parsed(calls, _identity, url=url)
+
+    async def batch_parsed(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        parse: Callable[[list[Any]], T],
+        *,
+        url: str | None = None,
+    ) -> T:
+        """Like `batch`, with `parse` applied to the results as part of the attempt.
+
+        A `ResponseCorrupted` from `parse` (an answer that is well-formed JSON-RPC but wrong:
+        another block than asked, a log naming another block) counts against the endpoint
+        that sent it, like a transport failure, and the next attempt goes to the next
+        endpoint: a node that lies is failed over, not retried forever.
+        """
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((errors.SourceTransient, errors.ResponseCorrupted)),
             wait=_wait,
@@ -177,7 +195,7 @@ class RpcClient:
         async for attempt in retrying:
             with attempt:
                 endpoint = self._pick(url)
-                results = await self._send(endpoint, calls)
+                results = await self._send(endpoint, calls, parse)
         if self._failing:
             self._failing = False
             logger.info("%s: connection restored", self._label, extra={"action": "rpc_restored"})
@@ -230,8 +248,11 @@ class RpcClient:
             )
 
     async def _send(
-        self, endpoint: _Endpoint, calls: Sequence[tuple[str, Sequence[Any]]]
-    ) -> list[Any]:
+        self,
+        endpoint: _Endpoint,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        parse: Callable[[list[Any]], T],
+    ) -> T:
         assert self._session is not None, "RpcClient used outside `async with`"
         ids = [next(self._ids) for _ in calls]
         body = orjson.dumps(
@@ -255,7 +276,7 @@ class RpcClient:
                     ) from exc
                 except aiohttp.ClientError as exc:
                     raise errors.SourceTransient(f"{where}: {type(exc).__name__}") from exc
-            results = _match(payload, ids, calls, where)
+            results = parse(_match(payload, ids, calls, where))
         except (errors.SourceTransient, errors.ResponseCorrupted) as exc:
             stats.errors += 1
             stats.last_error = str(exc)
@@ -263,9 +284,12 @@ class RpcClient:
             if isinstance(retry_after, int | float):
                 stats.rate_limited += 1
                 endpoint.rate_limited_until = time.monotonic() + float(retry_after)
-            endpoint.failed(
-                failures_to_open=self._failures_to_open, cooldown_secs=self._cooldown_secs
-            )
+            if len(self._endpoints) > 1:
+                # A circuit only helps when there is another endpoint to turn to; a single
+                # endpoint is waited out by the retry and the syncer's backoff instead.
+                endpoint.failed(
+                    failures_to_open=self._failures_to_open, cooldown_secs=self._cooldown_secs
+                )
             self._fail_over(endpoint)
             raise
         except BaseException:
@@ -302,6 +326,10 @@ class RpcClient:
             raise errors.ResponseCorrupted(f"{where}: response is not valid JSON") from exc
 
 
+def _identity(results: list[Any]) -> list[Any]:
+    return results
+
+
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
@@ -314,7 +342,7 @@ def _retry_after(value: str | None) -> float | None:
 def _wait(state: RetryCallState) -> float:
     """Capped exponential backoff with jitter, or the server's Retry-After when longer."""
     attempt = max(state.attempt_number, 1)
-    base = min(4.0, 0.25 * 2 ** (attempt - 1)) + random.uniform(0, 0.25)
+    base: float = min(4.0, 0.25 * 2.0 ** (attempt - 1)) + random.uniform(0, 0.25)
     exc = state.outcome.exception() if state.outcome else None
     hinted = exc.context.get("retry_after_secs") if isinstance(exc, errors.IndexerError) else None
     return max(base, float(hinted)) if isinstance(hinted, int | float) else base

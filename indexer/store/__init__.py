@@ -95,9 +95,11 @@ class Store:
         await self.close()
 
     @contextlib.asynccontextmanager
-    async def connection(self, action: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def connection(
+        self, action: str, *, timeout_secs: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         with translate(action):
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=timeout_secs) as conn:
                 yield conn
 
     def pool_stats(self) -> dict[str, int]:

@@ -236,3 +236,11 @@ WHERE chain = %(chain)s AND number BETWEEN %(low)s AND %(high)s ORDER BY number;
 -- name: highest_stored --
 -- The highest stored height of a chain (null when empty).
 SELECT max(number) FROM blocks WHERE chain = %(chain)s;
+
+-- name: health_check --
+-- Does the database answer?
+SELECT 1;
+
+-- name: database_size --
+-- Size of the current database in bytes (metrics).
+SELECT pg_database_size(current_database());

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from indexer import errors
-from indexer.chain import ChainSource
+from indexer.chain import ChainSource, anchor_below
 from indexer.config import ChainConfig
 from indexer.models import BlockRef
 from indexer.store.repairs import NeighbourMismatch, RepairStore
@@ -120,25 +120,37 @@ class GapRepairer:
             below = await self.repairs.stored_block(start - 1)
             if below is None:
                 return RangeReport(start, end, "failed", "the block below the gap vanished")
-        position, prev = start, below
+            anchor = below
+        else:
+            try:
+                anchor = await anchor_below(self.source, self.cfg.start_block)
+            except errors.SourceError as exc:
+                return await self._failed(start, end, exc)
+        position, prev, written_below = start, anchor, below
         broken = 0
         while position <= end:
             count = min(self.cfg.batch_size, end - position + 1)
             try:
                 blocks = await self.source.blocks(position, count)
-                validate.check_links(prev, blocks, start_block=self.cfg.start_block)
+                validate.check_links(prev, blocks)
                 last = position + count - 1
-                await self.repairs.write(blocks, below=prev, above=end + 1 if last == end else None)
+                await self.repairs.write(
+                    blocks, below=written_below, above=end + 1 if last == end else None
+                )
             except errors.BrokenBatch as exc:
                 broken += 1
                 if broken <= _BROKEN_BATCH_RETRIES:
                     continue
                 return await self._failed(position, end, exc)
             except (errors.ReorgDetected, NeighbourMismatch) as exc:
+                if prev.number < self.cfg.start_block:
+                    # The first block does not link to the genesis anchor: bad data, not a
+                    # stale neighbour.
+                    return await self._failed(position, end, exc)
                 return RangeReport(position, end, "stale", str(exc))
             except errors.SourceError as exc:
                 return await self._failed(position, end, exc)
-            prev = BlockRef(blocks[-1].number, blocks[-1].hash)
+            prev = written_below = BlockRef(blocks[-1].number, blocks[-1].hash)
             position += count
         return RangeReport(start, end, "repaired")
 

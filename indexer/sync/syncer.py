@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from indexer import errors
-from indexer.chain import ChainSource
+from indexer.chain import ChainSource, anchor_below
 from indexer.config import ChainConfig
 from indexer.models import Block, BlockRef
 from indexer.store import Store
@@ -101,6 +101,7 @@ class ChainSyncer:
         self._last_warn = 0.0
         self._following_logged = False
         self.reorgs = ReorgStats()
+        self._anchor: BlockRef | None = None  # what the first block must link to
         self.counters = SyncCounters()
         self.halted: str | None = None  # why, once the chain halted
         self._db_down_since: float | None = None
@@ -190,9 +191,19 @@ class ChainSyncer:
             return
         self.fetcher.set_limit(limit)
         blocks = await self._until_stop(self.fetcher.next_batch())
+        if self.tip is None and self._anchor is None:
+            self._anchor = await self._until_stop(anchor_below(self.source, self.cfg.start_block))
+        base = self.tip if self.tip is not None else self._anchor
+        assert base is not None
         try:
-            validate.check_links(self.tip, blocks, start_block=self.cfg.start_block)
+            validate.check_links(base, blocks)
         except errors.ReorgDetected as exc:
+            if self.tip is None:
+                # Nothing stored yet: the first block does not link to the genesis anchor
+                # (or the node's block below start_block). Refetch both; write nothing.
+                self._anchor = None
+                self.fetcher.reset(next_height)
+                raise errors.BrokenBatch(str(exc)) from exc
             logger.warning(
                 "%s: %s",
                 self.cfg.name,
@@ -336,6 +347,7 @@ class ChainSyncer:
                 )
                 return
             except errors.StoreUnavailable as exc:
+                self._check_outage()
                 await self._back_off(exc)
 
     async def _back_off(self, exc: Exception) -> None:

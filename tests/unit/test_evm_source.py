@@ -77,6 +77,9 @@ class FakeRpc:
         self.calls.append(calls)
         return copy.deepcopy(self.results)
 
+    async def batch_parsed(self, calls: Sequence[tuple[str, Sequence[Any]]], parse: Any) -> Any:
+        return parse(await self.batch(calls))
+
 
 CFG = ChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from indexer import errors
-from indexer.models import Block, BlockRef
+from indexer.models import GENESIS_PARENT, Block, BlockRef
 from indexer.sync.validate import check_links
 
 
@@ -16,19 +16,24 @@ def chain(start: int, n: int, *, parent: bytes = b"\x00" * 32, salt: int = 0) ->
     return out
 
 
-def test_first_batch_at_start_block_is_accepted() -> None:
-    check_links(None, chain(5, 3), start_block=5)
+def test_first_batch_links_to_the_genesis_anchor() -> None:
+    check_links(GENESIS_PARENT, chain(0, 3))
+
+
+def test_genesis_with_a_nonzero_parent_is_rejected() -> None:
+    with pytest.raises(errors.ReorgDetected):
+        check_links(GENESIS_PARENT, chain(0, 3, parent=b"\x05" * 32))
 
 
 def test_batch_extending_tip_is_accepted() -> None:
     first = chain(0, 3)
-    check_links(first[-1].ref, chain(3, 4, parent=first[-1].hash), start_block=0)
+    check_links(first[-1].ref, chain(3, 4, parent=first[-1].hash))
 
 
 def test_first_block_not_linking_is_a_reorg() -> None:
     tip = BlockRef(2, b"\x01" * 32)
     with pytest.raises(errors.ReorgDetected) as info:
-        check_links(tip, chain(3, 2, parent=b"\x02" * 32), start_block=0)
+        check_links(tip, chain(3, 2, parent=b"\x02" * 32))
     assert info.value.context["height"] == 3
 
 
@@ -37,7 +42,7 @@ def test_batch_broken_inside_is_a_broken_batch() -> None:
     blocks[3] = Block(number=3, hash=blocks[3].hash, parent_hash=b"\x09" * 32, timestamp=0,
                       tx_count=0)  # fmt: skip
     with pytest.raises(errors.BrokenBatch) as info:
-        check_links(None, blocks, start_block=0)
+        check_links(GENESIS_PARENT, blocks)
     assert info.value.context["height"] == 3
 
 
@@ -46,4 +51,4 @@ def test_batch_with_skipped_number_is_a_broken_batch() -> None:
     skipped = [*blocks[:2], Block(number=3, hash=b"\x07" * 32, parent_hash=blocks[1].hash,
                                   timestamp=0, tx_count=0)]  # fmt: skip
     with pytest.raises(errors.BrokenBatch):
-        check_links(None, skipped, start_block=0)
+        check_links(GENESIS_PARENT, skipped)

@@ -1,0 +1,33 @@
+"""The running daemon's parts, as seen by health checks, metrics and the watchdog."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from indexer.chain.rpc import RpcClient
+from indexer.config import Config
+from indexer.store import Store
+from indexer.sync.gaps import GapRepairer
+from indexer.sync.syncer import ChainSyncer
+
+
+@dataclass
+class ChainRuntime:
+    syncer: ChainSyncer
+    repairer: GapRepairer
+    rpc: RpcClient
+
+    @property
+    def name(self) -> str:
+        return self.syncer.cfg.name
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    store: Store
+    chains: list[ChainRuntime] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    database_size_bytes: int | None = None  # refreshed in the background
+    database_errors: int = 0
