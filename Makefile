@@ -41,5 +41,11 @@ test: venv anvil electrumx lint
 demo: venv anvil
 	$(PY) -m indexer.devnet.demo
 
+# Benchmarks (not part of `make test`); see benchmarks/README.md.
+bench: venv anvil
+	INDEXER_TEST_DSN="$$(PY=$(PY) scripts/ensure-postgres.sh)"; \
+	$(PY) -m benchmarks.web3_vs_rpc && \
+	$(PY) -m benchmarks.gaps --dsn "$$INDEXER_TEST_DSN"
+
 clean:
 	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from indexer import errors
+from indexer import errors, redact
 from indexer.chain.rpc import RpcClient
 from indexer.config import ChainConfig
 from indexer.models import Block, BlockRef, Log, Tx
@@ -204,15 +204,58 @@ class EvmSource:
         self.label = cfg.name
 
     async def check_identity(self) -> None:
+        """Check every endpoint's chain id; unreachable ones wait until they answer.
+
+        A mismatch is fatal (`ChainMismatch`). An endpoint that does not answer now is kept
+        out of rotation and checked again later; at least one must answer now.
+        """
+        self.rpc.verifier = self._recheck
+        unreachable: list[errors.SourceError] = []
         for url in self.rpc.urls:
-            raw = await self.rpc.call("eth_chainId", url=url)
-            where = self.rpc.endpoints[self.rpc.urls.index(url)].url
-            chain_id = require_int({"result": raw}, "result", f"{where} eth_chainId")
-            if chain_id != self.cfg.chain_id:
-                raise errors.ChainMismatch(
-                    f"chains[{self.cfg.name}].chain_id: config says {self.cfg.chain_id} but "
-                    f"{where} serves chain id {chain_id}; refusing to index"
+            try:
+                await self._check(url)
+            except errors.SourceError as exc:
+                self.rpc.set_verified(url, False)
+                unreachable.append(exc)
+                logger.warning(
+                    "%s: endpoint %s did not answer eth_chainId (%s); it takes no requests "
+                    "until it does",
+                    self.label,
+                    redact.redact_url(url),
+                    exc,
+                    extra={"chain": self.label, "action": "endpoint_unverified"},
                 )
+        if len(unreachable) == len(self.rpc.urls):
+            raise unreachable[0]
+
+    async def _check(self, url: str) -> None:
+        where = redact.redact_url(url)
+        raw = await self.rpc.call("eth_chainId", url=url)
+        chain_id = require_int({"result": raw}, "result", f"{where} eth_chainId")
+        if chain_id != self.cfg.chain_id:
+            raise errors.ChainMismatch(
+                f"chains[{self.cfg.name}].chain_id: config says {self.cfg.chain_id} but "
+                f"{where} serves chain id {chain_id}; refusing to index"
+            )
+
+    async def _recheck(self, url: str) -> None:
+        try:
+            await self._check(url)
+        except errors.ChainMismatch as exc:
+            logger.error(
+                "%s: %s", self.label, exc,
+                extra={"chain": self.label, "action": "endpoint_mismatch"},
+            )  # fmt: skip
+            return
+        except errors.SourceError:
+            return
+        self.rpc.set_verified(url, True)
+        logger.info(
+            "%s: endpoint %s answers with the right chain id; back in rotation",
+            self.label,
+            redact.redact_url(url),
+            extra={"chain": self.label, "action": "endpoint_verified"},
+        )
 
     async def head(self) -> int:
         raw = await self.rpc.call("eth_blockNumber")

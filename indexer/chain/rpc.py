@@ -15,7 +15,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _ERROR_LOG_INTERVAL_SECS = 60.0
+RECHECK_INTERVAL_SECS = 60.0
 
 
 CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN = "closed", "open", "half_open"
@@ -67,6 +68,7 @@ class _Endpoint:
     open_until: float = 0.0
     probing: bool = False
     rate_limited_until: float = 0.0
+    verified: bool = True  # False: its chain id is not known yet; no requests go there
 
     def __post_init__(self) -> None:
         self.stats = EndpointStats(redact.redact_url(self.url))
@@ -121,6 +123,8 @@ class RpcClient:
         self._timeout_secs = timeout_secs
         self._failures_to_open = failures_to_open
         self._cooldown_secs = cooldown_secs
+        self.verifier: Callable[[str], Awaitable[None]] | None = None
+        self._last_recheck = time.monotonic()
         self._max_attempts = max_attempts
         self._label = label
         self._ids = itertools.count(1)
@@ -150,10 +154,32 @@ class RpcClient:
         return [e.url for e in self._endpoints]
 
     def alternate_url(self) -> str | None:
-        """An endpoint other than the one requests go to now; None with a single endpoint."""
-        if len(self._endpoints) < 2:
-            return None
-        return self._endpoints[(self._next_endpoint + 1) % len(self._endpoints)].url
+        """A verified endpoint other than the one requests go to now (None if there is none)."""
+        count = len(self._endpoints)
+        for offset in range(1, count):
+            endpoint = self._endpoints[(self._next_endpoint + offset) % count]
+            if endpoint.verified:
+                return endpoint.url
+        return None
+
+    # -- Endpoint identity: an endpoint serves requests only once its chain was checked.
+
+    def set_verified(self, url: str, verified: bool) -> None:
+        next(e for e in self._endpoints if e.url == url).verified = verified
+
+    def unverified_urls(self) -> list[str]:
+        return [e.url for e in self._endpoints if not e.verified]
+
+    async def _recheck_due(self) -> None:
+        """Now and then, ask the verifier about endpoints that were unreachable at start."""
+        if self.verifier is None or not self.unverified_urls():
+            return
+        now = time.monotonic()
+        if now - self._last_recheck < RECHECK_INTERVAL_SECS:
+            return
+        self._last_recheck = now
+        for url in self.unverified_urls():
+            await self.verifier(url)
 
     # -- Public calls
 
@@ -192,6 +218,8 @@ class RpcClient:
             before_sleep=self._before_sleep,
             reraise=True,
         )
+        if url is None:
+            await self._recheck_due()
         async for attempt in retrying:
             with attempt:
                 endpoint = self._pick(url)
@@ -216,13 +244,13 @@ class RpcClient:
         for offset in range(count):
             index = (self._next_endpoint + offset) % count
             endpoint = self._endpoints[index]
-            if endpoint.available_at(now) <= now:
+            if endpoint.verified and endpoint.available_at(now) <= now:
                 if endpoint.stats.circuit == CIRCUIT_OPEN:
                     endpoint.stats.circuit = CIRCUIT_HALF_OPEN
                     endpoint.probing = True
                 self._next_endpoint = index
                 return endpoint
-        wait = max(0.05, min(e.available_at(now) for e in self._endpoints) - now)
+        wait = max(0.05, min(e.available_at(now) for e in self._endpoints if e.verified) - now)
         raise errors.SourceTransient(
             f"{self._label}: every endpoint is unavailable (circuit open or rate limited) "
             f"for another {wait:.1f}s",

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from indexer import config, daemon, errors
+from indexer.chain import rpc
 from indexer.devnet.anvil import Anvil
 from indexer.devnet.traffic import FillSummary, fill_blocks
 from indexer.sync.progress import Progress
@@ -286,3 +287,29 @@ def test_method_not_found_ends_the_sync_with_an_error(
     # Not retried: at most the batches that were already in flight got the error.
     assert 1 <= fault.applied <= BATCHES["prefetch_batches"]
     assert table_counts(db_url)["blocks"] == 0
+
+
+async def test_endpoint_unreachable_at_start_joins_once_it_answers(
+    db_url: str, chain: Chain, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second endpoint cannot tell its chain id at start: sync starts on the first alone,
+    # keeps the second out of rotation, and takes it in once it answers with the right id.
+    monkeypatch.setattr(rpc, "RECHECK_INTERVAL_SECS", 0.2)
+    down = proxy.add_fault("http_503", method="eth_chainId", times=1_000_000)
+    direct = FaultProxy(chain.url)
+    with direct:
+        cfg = make_config(db_url, [direct.url, proxy.url], **BATCHES)
+        async with background_sync(cfg) as task:
+            await async_wait_for(lambda: checkpoint(db_url) == HEIGHT, what="sync on url 1")
+            assert not any("eth_getBlockByNumber" in s.methods for s in proxy.served)
+            proxy.clear()
+            # Take the first endpoint away: requests must now go to the second.
+            direct.add_fault("http_503", times=1_000_000)
+            await async_wait_for(
+                lambda: any(s.methods == ("eth_chainId",) and s.status == 200
+                            for s in proxy.served),
+                what="the recheck of url 2",
+            )  # fmt: skip
+            assert not task.done()
+        assert down.applied >= 1
+    assert_indexed_exactly(db_url, chain)

@@ -1,0 +1,77 @@
+"""Crash and outage drills: SIGKILL at random moments amid reorgs; the database cut mid-sync."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from indexer.devnet.traffic import fill_blocks
+from tests.integration.helpers import checkpoint, run_cli, spawn_cli, wait_for, write_config
+from tests.support.oracle import assert_equals_node, check_invariants
+from tests.support.tcpproxy import TcpProxy
+
+KILLS = 20
+
+
+def test_sigkill_at_random_moments_with_reorgs(db_url: str, anvil: Any, tmp_path: Path) -> None:
+    rng = random.Random(2026)
+    fill_blocks(anvil, 120, txs_per_block=(1, 3), seed=41)
+    anvil.mine(380)
+    accounts = anvil.accounts()
+    path = write_config(tmp_path / "c.toml", db_url, anvil.url, batch_size=5,
+                        prefetch_batches=2, repair_interval_secs=0)  # fmt: skip
+    for round_ in range(KILLS):
+        if round_ % 3 == 1:
+            # A reorg while we are down or about to start (a new branch with a transaction).
+            depth = rng.randint(1, 12)
+            tx = {"from": accounts[5], "to": accounts[6], "value": hex(rng.randint(1, 10**9))}
+            anvil.reorg(depth, [(tx, 0)])
+        if round_ % 4 == 2:
+            fill_blocks(anvil, rng.randint(1, 8), txs_per_block=(1, 2), seed=100 + round_)
+        proc = spawn_cli("--config", str(path), "sync")
+        try:
+            time.sleep(rng.uniform(0.3, 1.5))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=10)
+        check_invariants(db_url, "dev")  # whatever was committed is whole and linked
+    tip = anvil.block_number()
+    result = run_cli("--config", str(path), "sync", "--to", str(tip), timeout_secs=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert check_invariants(db_url, "dev") == tip
+    assert_equals_node(db_url, "dev", anvil.url)
+
+
+def test_database_cut_mid_sync_resumes_by_itself(db_url: str, anvil: Any, tmp_path: Path) -> None:
+    fill_blocks(anvil, 60, txs_per_block=(1, 3), seed=42)
+    anvil.mine(600)
+    parts = urlsplit(db_url)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+        path = write_config(tmp_path / "c.toml", via_proxy, anvil.url, batch_size=3,
+                            prefetch_batches=1)  # fmt: skip
+        proc = spawn_cli("--config", str(path), "sync")
+        try:
+            wait_for(lambda: (checkpoint(db_url) or 0) >= 150, what="backfill under way")
+            for _ in range(2):
+                proxy.cut()  # like a Postgres restart: every session gone, connects refused
+                time.sleep(1.5)
+                before = checkpoint(db_url)
+                check_invariants(db_url, "dev")
+                proxy.start()
+                wait_for(lambda b=before: (checkpoint(db_url) or 0) > (b or 0) + 30,
+                         what="sync resumes by itself", timeout_secs=60)  # fmt: skip
+            fill_blocks(anvil, 5, txs_per_block=(1, 2), seed=43)
+            tip = anvil.block_number()
+            wait_for(lambda: checkpoint(db_url) == tip, what="caught up", timeout_secs=120)
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    check_invariants(db_url, "dev")
+    assert_equals_node(db_url, "dev", anvil.url)
