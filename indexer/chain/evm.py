@@ -228,9 +228,9 @@ class EvmSource:
         if len(unreachable) == len(self.rpc.urls):
             raise unreachable[0]
 
-    async def _check(self, url: str) -> None:
+    async def _check(self, url: str, *, attempts: int | None = None) -> None:
         where = redact.redact_url(url)
-        raw = await self.rpc.call("eth_chainId", url=url)
+        raw = await self.rpc.call("eth_chainId", url=url, attempts=attempts)
         chain_id = require_int({"result": raw}, "result", f"{where} eth_chainId")
         if chain_id != self.cfg.chain_id:
             raise errors.ChainMismatch(
@@ -240,7 +240,7 @@ class EvmSource:
 
     async def _recheck(self, url: str) -> None:
         try:
-            await self._check(url)
+            await self._check(url, attempts=1)  # one try: never hold up the real requests
         except errors.ChainMismatch as exc:
             logger.error(
                 "%s: %s", self.label, exc,

@@ -165,7 +165,10 @@ class RpcClient:
     # -- Endpoint identity: an endpoint serves requests only once its chain was checked.
 
     def set_verified(self, url: str, verified: bool) -> None:
-        next(e for e in self._endpoints if e.url == url).verified = verified
+        endpoint = next(e for e in self._endpoints if e.url == url)
+        endpoint.verified = verified
+        if verified:
+            endpoint.succeeded()
 
     def unverified_urls(self) -> list[str]:
         return [e.url for e in self._endpoints if not e.verified]
@@ -183,9 +186,17 @@ class RpcClient:
 
     # -- Public calls
 
-    async def call(self, method: str, params: Sequence[Any] = (), *, url: str | None = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        params: Sequence[Any] = (),
+        *,
+        url: str | None = None,
+        attempts: int | None = None,
+    ) -> Any:
         """Send one request and return its `result`."""
-        (result,) = await self.batch([(method, params)], url=url)
+        (result,) = await self.batch_parsed([(method, params)], _identity, url=url,
+                                            attempts=attempts)  # fmt: skip
         return result
 
     async def batch(
@@ -203,6 +214,7 @@ class RpcClient:
         parse: Callable[[list[Any]], T],
         *,
         url: str | None = None,
+        attempts: int | None = None,
     ) -> T:
         """Like `batch`, with `parse` applied to the results as part of the attempt.
 
@@ -214,14 +226,14 @@ class RpcClient:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((errors.SourceTransient, errors.ResponseCorrupted)),
             wait=_wait,
-            stop=stop_after_attempt(self._max_attempts),
+            stop=stop_after_attempt(attempts or self._max_attempts),
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        if url is None:
-            await self._recheck_due()
         async for attempt in retrying:
             with attempt:
+                if url is None:
+                    await self._recheck_due()
                 endpoint = self._pick(url)
                 results = await self._send(endpoint, calls, parse)
         if self._failing:
@@ -262,9 +274,9 @@ class RpcClient:
             self._next_endpoint += 1
 
     def _before_sleep(self, state: RetryCallState) -> None:
-        self._failing = True
         now = time.monotonic()
         if now - self._last_error_log >= _ERROR_LOG_INTERVAL_SECS:
+            self._failing = True  # announce the recovery of what we warned about
             self._last_error_log = now
             exc = state.outcome.exception() if state.outcome else None
             logger.warning(
