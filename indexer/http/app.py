@@ -95,8 +95,10 @@ class HttpServer:
         """None when the database answers now, else why not."""
         try:
             async with asyncio.timeout(DB_CHECK_TIMEOUT_SECS):
+                # Waiting for a pooled connection gets half the time, so an exhausted pool
+                # is told apart from a database that does not answer.
                 async with self.runtime.store.connection(
-                    "health check", timeout_secs=DB_CHECK_TIMEOUT_SECS
+                    "health check", timeout_secs=DB_CHECK_TIMEOUT_SECS / 2
                 ) as conn:
                     await conn.execute(Q["health_check"])
         except TimeoutError:

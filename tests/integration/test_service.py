@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -218,6 +219,12 @@ def test_health_and_metrics(db_url: str, anvil: Any, tmp_path: Path) -> None:
         assert "indexer_db_pool_size" in text and "indexer_process_resident_memory_bytes" in text
         assert 'indexer_rpc_requests_total{chain="dev",endpoint="http://127.0.0.1:' in text
         assert "apikey=***" in text and "CANARY" not in text
+        # The shipped Grafana dashboard charts only metrics that are exported.
+        board = orjson.loads((REPO / "config" / "grafana-dashboard.json").read_bytes())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                for name in re.findall(r"indexer_\w+", target["expr"]):
+                    assert name.removesuffix("_total") in text, f"{name} is not exported"
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0
