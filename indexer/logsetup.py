@@ -42,13 +42,25 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
 
 
+class TerminalHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """On a terminal, erase the progress line before a log line (progress redraws itself)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\r\x1b[2K" + super().format(record)
+
+
 def configure(
     *, secrets: Iterable[str] = (), level: int = logging.INFO, json: bool | None = None
 ) -> None:
     """Install one stderr handler with the secrets filter on the root logger."""
     use_json = (not sys.stderr.isatty()) if json is None else json
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    handler: logging.Handler
+    if use_json:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = TerminalHandler(sys.stderr) if sys.stderr.isatty() else logging.StreamHandler()
+        handler.setFormatter(TextFormatter())
     handler.addFilter(redact.SecretsFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
