@@ -30,10 +30,12 @@ def _fail(exc: errors.IndexerError) -> None:
     sys.exit(exc.exit_code)
 
 
-def _load(ctx: click.Context) -> Config:
+def _load(ctx: click.Context, chains: tuple[str, ...] = ()) -> Config:
+    """Load the config (and check that every `--chain` names a configured chain)."""
     path: str | None = ctx.obj["config_path"]
     try:
         cfg = config_mod.load(path)
+        daemon.select_chains(cfg, chains)
     except errors.ConfigError as exc:
         _fail(exc)
     logsetup.configure(secrets=cfg.secrets(), level=ctx.obj["log_level"], json=ctx.obj["json"])
@@ -144,11 +146,7 @@ def migrate_cmd(ctx: click.Context) -> None:
 @click.pass_context
 def sync_cmd(ctx: click.Context, chains: tuple[str, ...], to_height: int | None) -> None:
     """Migrate if needed, then index the chains (follow the head forever without --to)."""
-    cfg = _load(ctx)
-    try:
-        daemon.select_chains(cfg, chains)
-    except errors.ConfigError as exc:
-        _fail(exc)
+    cfg = _load(ctx, chains)
 
     notifier = Notifier(os.environ)
 
@@ -169,11 +167,7 @@ def sync_cmd(ctx: click.Context, chains: tuple[str, ...], to_height: int | None)
 @click.pass_context
 def stats_cmd(ctx: click.Context, chains: tuple[str, ...], as_json: bool) -> None:
     """Per chain: start block, checkpoint, node head, lag, blocks stored and missing."""
-    cfg = _load(ctx)
-    try:
-        daemon.select_chains(cfg, chains)
-    except errors.ConfigError as exc:
-        _fail(exc)
+    cfg = _load(ctx, chains)
 
     async def run(stop: asyncio.Event) -> int:
         rows = await stats.collect(cfg, chains)
@@ -231,11 +225,7 @@ def repair_gaps_cmd(
     retry_failed: bool,
 ) -> None:
     """Find missing ranges below each chain's tip and refetch them (exit 0: no gap left)."""
-    cfg = _load(ctx)
-    try:
-        daemon.select_chains(cfg, chains)
-    except errors.ConfigError as exc:
-        _fail(exc)
+    cfg = _load(ctx, chains)
     if low is not None and high is not None and low > high:
         _fail(errors.ConfigError("--from must not exceed --to"))
 
@@ -268,11 +258,7 @@ def verify_cmd(
     against_node: bool,
 ) -> None:
     """Check stored chains: links, child rows, coverage; list every mismatch (exit 1 if any)."""
-    cfg = _load(ctx)
-    try:
-        daemon.select_chains(cfg, chains)
-    except errors.ConfigError as exc:
-        _fail(exc)
+    cfg = _load(ctx, chains)
 
     async def run(stop: asyncio.Event) -> int:
         return await verify_mod.verify(
