@@ -81,6 +81,9 @@ class ChainConfig(_Model):
     start_block: int = Field(default=0, ge=0)
     confirmations: int = Field(default=0, ge=0, le=10_000)
     max_reorg_depth: int = Field(default=64, ge=1, le=100_000)
+    # What to store: "blocks" (headers; the node sends tx hashes only), "transactions"
+    # (blocks and their transactions), "logs" (blocks, transactions and logs).
+    store: Literal["blocks", "transactions", "logs"] = "logs"
     batch_size: int = Field(default=100, ge=1, le=2016)
     poll_interval_secs: float = Field(default=2.0, gt=0, le=3600)
     request_timeout_secs: float = Field(default=30.0, gt=0, le=3600)

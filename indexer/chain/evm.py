@@ -101,8 +101,12 @@ def _map_tx(raw: Any, *, block: Block, index: int, where: str) -> Tx:
     )
 
 
-def _map_block(raw: Any, *, number: int, where: str) -> tuple[Block, bool]:
-    """Map one block; return it with whether its logs bloom says it has logs."""
+def _map_block(raw: Any, *, number: int, where: str, full: bool) -> tuple[Block, bool]:
+    """Map one block; return it with whether its logs bloom says it has logs.
+
+    `full`: the answer holds transaction objects (mapped); otherwise transaction hashes
+    (checked, counted, not kept).
+    """
     if raw is None:
         raise errors.ResponseCorrupted(f"{where}: node returned no block at {number:,d}")
     obj = require_dict(raw, where)
@@ -123,9 +127,16 @@ def _map_block(raw: Any, *, number: int, where: str) -> tuple[Block, bool]:
         base_fee_per_gas=require_opt_int(obj, "baseFeePerGas", where),
         size=require_opt_int(obj, "size", where),
     )
-    txs = tuple(
-        _map_tx(t, block=header, index=i, where=f"{where} tx {i}") for i, t in enumerate(raw_txs)
-    )
+    if full:
+        txs = tuple(
+            _map_tx(t, block=header, index=i, where=f"{where} tx {i}")
+            for i, t in enumerate(raw_txs)
+        )
+    else:
+        for i, tx_hash in enumerate(raw_txs):
+            if not (isinstance(tx_hash, str) and len(tx_hash) == 66 and tx_hash.startswith("0x")):
+                raise errors.ResponseCorrupted(f"{where} tx {i}: not a transaction hash")
+        txs = ()
     has_logs = isinstance(bloom, str) and bloom != _ZERO_BLOOM
     return dataclasses.replace(header, transactions=txs), has_logs
 
@@ -293,18 +304,27 @@ class EvmSource:
     async def blocks(self, start: int, count: int) -> list[Block]:
         assert count > 0
         end = start + count - 1
+        # What to ask for follows `store`: headers with tx hashes only, or full transactions,
+        # or full transactions plus the logs of the same range.
+        full = self.cfg.store != "blocks"
+        with_logs = self.cfg.store == "logs"
         calls: list[tuple[str, Sequence[Any]]] = [
-            ("eth_getBlockByNumber", [hex(n), True]) for n in range(start, end + 1)
+            ("eth_getBlockByNumber", [hex(n), full]) for n in range(start, end + 1)
         ]
-        calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(end)}]))
+        if with_logs:
+            calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(end)}]))
         where = f"{self.label} blocks {start:,d}-{end:,d}"
 
         def parse(results: list[Any]) -> list[Block]:
             mapped = [
-                _map_block(raw, number=start + i, where=f"{self.label} block {start + i:,d}")
-                for i, raw in enumerate(results[:-1])
+                _map_block(
+                    raw, number=start + i, where=f"{self.label} block {start + i:,d}", full=full
+                )
+                for i, raw in enumerate(results[:count])
             ]
             blocks = [b for b, _ in mapped]
+            if not with_logs:
+                return blocks
             return _attach_logs(blocks, [h for _, h in mapped], results[-1], where=where)
 
         return await self.rpc.batch_parsed(calls, parse)

@@ -187,3 +187,21 @@ async def test_small_batches(db_url: str, anvil: Any, batch_size: int) -> None:
     assert await sync_to(cfg, 30) == errors.EXIT_OK
     check_invariants(db_url, "dev")
     assert_equals_node(db_url, "dev", anvil.url)
+
+
+@pytest.mark.parametrize("store", ["blocks", "transactions"])
+async def test_store_less(db_url: str, anvil: Any, store: str, tmp_path: Path) -> None:
+    summary = fill_blocks(anvil, 40, txs_per_block=(1, 3), seed=6)
+    cfg = make_config(db_url, anvil.url, store=store, batch_size=9)
+    assert await sync_to(cfg, 40) == errors.EXIT_OK
+    with_txs = store == "transactions"
+    check_invariants(db_url, "dev", transactions=with_txs)
+    assert_equals_node(db_url, "dev", anvil.url, transactions=with_txs, logs=False)
+    counts = table_counts(db_url)
+    assert counts["logs"] == 0
+    assert counts["transactions"] == (summary.tx_count if with_txs else 0)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT sum(tx_count) FROM blocks").fetchone() == (summary.tx_count,)
+    path = write_config(tmp_path / "c.toml", db_url, anvil.url, store=store)
+    result = run_cli("--config", str(path), "verify", "--against-node")
+    assert result.returncode == 0, result.stdout
