@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import signal
 import time
@@ -9,8 +11,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+
 from indexer.devnet.traffic import fill_blocks
-from tests.integration.helpers import checkpoint, run_cli, spawn_cli, wait_for, write_config
+from tests.integration.helpers import (
+    checkpoint,
+    make_config,
+    run_cli,
+    spawn_cli,
+    sync_to,
+    wait_for,
+    write_config,
+)
+from tests.support.faultproxy import FaultProxy
 from tests.support.oracle import assert_equals_node, check_invariants
 from tests.support.tcpproxy import TcpProxy
 
@@ -78,5 +91,28 @@ def test_database_cut_mid_sync_resumes_by_itself(db_url: str, anvil: Any, tmp_pa
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
         assert proc.returncode == 0
+    check_invariants(db_url, "dev")
+    assert_equals_node(db_url, "dev", anvil.url)
+
+
+async def test_no_transaction_stays_open_across_a_node_request(
+    db_url: str, anvil: Any, caplog: Any
+) -> None:
+    """With idle_in_transaction_session_timeout far below the node's latency, Postgres would
+    kill any session that kept a transaction open while we wait for the node: none is."""
+    fill_blocks(anvil, 40, txs_per_block=(1, 3), seed=44)
+    dbname = db_url.rsplit("/", 1)[1]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER DATABASE \"{dbname}\" SET idle_in_transaction_session_timeout = '100ms'"
+        )
+    with FaultProxy(anvil.url) as proxy:
+        slow = proxy.add_fault("slow_body", times=1_000, delay=0.01, chunk_bytes=2048)
+        cfg = make_config(db_url, proxy.url, batch_size=4, prefetch_batches=1)
+        caplog.set_level(logging.WARNING)
+        assert await asyncio.wait_for(sync_to(cfg, 40), 120) == 0
+        assert slow.applied >= 10
+    problems = [r.getMessage() for r in caplog.records if r.name.startswith("indexer")]
+    assert problems == [], problems
     check_invariants(db_url, "dev")
     assert_equals_node(db_url, "dev", anvil.url)
