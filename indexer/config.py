@@ -92,6 +92,8 @@ class ChainConfig(_Model):
     circuit_failures: int = Field(default=5, ge=1)  # consecutive failures that open a circuit
     circuit_cooldown_secs: float = Field(default=30.0, gt=0)  # open this long, then one probe
     endpoint_concurrency: int = Field(default=8, ge=1, le=256)  # requests in flight per URL
+    # electrum: SHA-256 of a server's DER certificate, for self-signed ssl:// servers.
+    tls_fingerprints: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -119,6 +121,17 @@ class ChainConfig(_Model):
             raise ValueError("chain_id: required for kind 'evm'")
         if self.kind == "electrum" and self.genesis_hash is None:
             raise ValueError("genesis_hash: required for kind 'electrum'")
+        if self.kind == "electrum":
+            from indexer.chain import btc_headers  # no cycle: it needs only errors
+
+            genesis = bytes.fromhex((self.genesis_hash or "").removeprefix("0x"))
+            if btc_headers.network_for_genesis(genesis) is None:
+                raise ValueError(
+                    "genesis_hash: not a supported Bitcoin network (mainnet, testnet3, regtest)"
+                )
+        for url in self.tls_fingerprints:
+            if url not in self.urls or not url.startswith("ssl://"):
+                raise ValueError("tls_fingerprints: each key must be one of urls, an ssl:// URL")
         return self
 
 

@@ -15,7 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from indexer import errors
-from indexer.chain import ChainSource
+from indexer.chain import ChainSource, electrum
+from indexer.chain.electrum_servers import ElectrumServers
 from indexer.chain.evm import EvmSource
 from indexer.chain.rpc import RpcClient
 from indexer.config import ChainConfig, Config
@@ -37,13 +38,18 @@ def select_chains(cfg: Config, names: Sequence[str]) -> list[ChainConfig]:
     return [cfg.chain(n) for n in names] if names else list(cfg.chains)
 
 
-def make_source(chain: ChainConfig, rpc: RpcClient) -> ChainSource:
+def make_source(chain: ChainConfig, client: RpcClient | ElectrumServers) -> ChainSource:
     if chain.kind == "evm":
-        return EvmSource(chain, rpc)
-    raise errors.ConfigError(f"chains[{chain.name}].kind: {chain.kind!r} is not supported yet")
+        assert isinstance(client, RpcClient)
+        return EvmSource(chain, client)
+    assert isinstance(client, ElectrumServers)
+    return electrum.ElectrumSource(chain, client)
 
 
-def make_rpc(chain: ChainConfig) -> RpcClient:
+def make_rpc(chain: ChainConfig) -> RpcClient | ElectrumServers:
+    """The node client of a chain: JSON-RPC endpoints, or Electrum servers."""
+    if chain.kind == "electrum":
+        return electrum.make_servers(chain, tls_fingerprints=chain.tls_fingerprints)
     return RpcClient(
         chain.urls,
         timeout_secs=chain.request_timeout_secs,
@@ -77,7 +83,8 @@ async def run_sync(
         store = await stack.enter_async_context(Store(cfg.database))
         runtime = Runtime(cfg=cfg, store=store)
         for chain in selected:
-            rpc = await stack.enter_async_context(make_rpc(chain))
+            rpc = make_rpc(chain)
+            await stack.enter_async_context(rpc)
             source = make_source(chain, rpc)
             await source.check_identity()
             chain_id = await store.register_chain(

@@ -6,17 +6,20 @@
 first one links to our stored tip.
 
 `blocks(start, count)` asks ONE server (through `ElectrumServers.run`) for the headers from
-`start - 1` to the end, split into requests of at most the server's maximum (2016 unless it
-says less), all in flight at once on one connection and reassembled in order. The header at
-`start - 1` comes along so that the first new header is validated against its parent, and so
-that the sync engine's link check (`parent_hash` of `start` equals our stored tip) also vouches
-for the context. Difficulty needs one more header: the first of the period `start - 1` is in.
-It is fetched with the rest, in the same round trip, unless the range starts with it; later
-periods inside the range take their first header from the range itself. That header is not
-linked to anything we hold (only its own proof of work is checked, and on mainnet its bits
+`start - 1` to the end, split evenly into requests of at most the server's maximum (2016
+unless it says less), all in flight at once on one connection and reassembled in order. The
+header at `start - 1` comes along so that the first new header is validated against its
+parent, and so that the sync engine's link check (`parent_hash` of `start` equals our stored
+tip) also vouches for the context.
+
+Retarget data: difficulty needs one more header, the first of the period that `start - 1` is
+in. It is fetched with the rest, in the same round trip, unless the range starts with it;
+later periods inside the range take their first header from the range itself. That header is
+not linked to anything we hold (its own proof of work is checked, and on mainnet its bits
 must equal those of `start - 1`, which the link check vouches for), so a lying server could
-move its timestamp and skew one retarget by at most the 4x clamp, still paying real work for
-every header; a chain synced from its start sees each period's first header inside a range.
+move its timestamp and skew one retarget within the clamp (a target at most 4x the previous
+period's), still paying real work for every header; regtest needs no such header (it never
+retargets).
 
 Answers are untrusted (STYLE P9): a header chunk whose `count` differs from the headers it
 carries, or that carries more than asked, is `ResponseCorrupted` (the server is dropped); one

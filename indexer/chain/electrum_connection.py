@@ -5,15 +5,18 @@ of the Electrum protocol is small (one JSON object per line, ids, notifications)
 exactly our own policy at every point where aiorpcx has its own: errors translated into our
 tree at this boundary (`SourceTransient`/`SourceTimeout`/`ResponseCorrupted`/`RpcError`), a
 cap on line length, whitespace padding tolerated (ElectrumX 2.0 pads replies with spaces),
-a server that sends requests or unknown ids dropped, and no new dependency. aiorpcx's
-sessions also retry, throttle and log in ways we would have to undo.
+a server that sends requests or unknown ids dropped, and no new dependency. aiorpcx brings
+its own session machinery (error types, concurrency and cost accounting, logging) that we
+would have to wrap and translate anyway.
 
 A connection carries many requests at once (ids match answers to requests): ElectrumX holds
 small replies on plain TCP for up to a second, so waiting for each answer before the next
 request crawls. Every request has a timeout; expiry is `SourceTimeout`, never a cancellation.
-The connection owns two tasks, the reader and the keep-alive `server.ping`, and `close()`
-ends both. Once it fails (EOF, garbage, timeout of a ping) it stays failed: every pending
-and later request raises; the server pool (`electrum_servers`) opens a new one.
+Unsolicited notifications go to a callback as they arrive (O(1) each, nothing is queued), so
+a flood costs CPU, never memory. The connection owns two tasks, the reader and the keep-alive
+`server.ping`, and `close()` ends both. Once it fails (EOF, garbage, timeout of a ping) it
+stays failed: every pending and later request raises; the server pool (`electrum_servers`)
+opens a new one.
 """
 
 from __future__ import annotations

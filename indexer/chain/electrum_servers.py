@@ -146,6 +146,9 @@ class ElectrumServers:
             try:
                 if self.verifier is not None:
                     await self.verifier(conn)
+            except errors.RpcError as exc:  # it cannot answer what every server must
+                await conn.close()
+                raise errors.ResponseCorrupted(f"{conn.where}: handshake failed: {exc}") from exc
             except BaseException:
                 await conn.close()
                 raise
