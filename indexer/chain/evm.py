@@ -268,38 +268,42 @@ class EvmSource:
             extra={"chain": self.label, "action": "endpoint_verified"},
         )
 
+    # Every answer is parsed inside the transport's attempt (`batch_parsed`), so a malformed
+    # one is retried, and failed over, like a transport error.
+
     async def head(self) -> int:
-        raw = await self.rpc.call("eth_blockNumber")
-        return require_int({"result": raw}, "result", f"{self.label} eth_blockNumber")
+        where = f"{self.label} eth_blockNumber"
+        return await self.rpc.batch_parsed(
+            [("eth_blockNumber", [])], lambda r: require_int({"result": r[0]}, "result", where)
+        )
 
     async def block_ref(self, number: int) -> BlockRef:
-        raw = await self.rpc.call("eth_getBlockByNumber", [hex(number), False])
-        where = f"{self.label} block {number:,d}"
-        if raw is None:
-            raise errors.ResponseCorrupted(f"{where}: node returned no block")
-        obj = require_dict(raw, where)
-        if require_int(obj, "number", where) != number:
-            raise errors.ResponseCorrupted(f"{where}: node answered another height")
-        return BlockRef(number, require_bytes(obj, "hash", where, 32))
+        found = (await self.hashes([number])).get(number)
+        if found is None:
+            raise errors.ResponseCorrupted(f"{self.label} block {number:,d}: node has no block")
+        return BlockRef(number, found)
 
     async def hashes(
         self, numbers: Sequence[int], *, alternate: bool = False
     ) -> dict[int, bytes | None]:
         url = self.rpc.alternate_url() if alternate else None
-        results = await self.rpc.batch(
-            [("eth_getBlockByNumber", [hex(n), False]) for n in numbers], url=url
+
+        def parse(results: list[Any]) -> dict[int, bytes | None]:
+            out: dict[int, bytes | None] = {}
+            for number, raw in zip(numbers, results, strict=True):
+                where = f"{self.label} block {number:,d}"
+                if raw is None:
+                    out[number] = None
+                    continue
+                obj = require_dict(raw, where)
+                if require_int(obj, "number", where) != number:
+                    raise errors.ResponseCorrupted(f"{where}: node answered another height")
+                out[number] = require_bytes(obj, "hash", where, 32)
+            return out
+
+        return await self.rpc.batch_parsed(
+            [("eth_getBlockByNumber", [hex(n), False]) for n in numbers], parse, url=url
         )
-        out: dict[int, bytes | None] = {}
-        for number, raw in zip(numbers, results, strict=True):
-            where = f"{self.label} block {number:,d}"
-            if raw is None:
-                out[number] = None
-                continue
-            obj = require_dict(raw, where)
-            if require_int(obj, "number", where) != number:
-                raise errors.ResponseCorrupted(f"{where}: node answered another height")
-            out[number] = require_bytes(obj, "hash", where, 32)
-        return out
 
     async def blocks(self, start: int, count: int) -> list[Block]:
         assert count > 0
