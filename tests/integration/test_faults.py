@@ -313,3 +313,15 @@ async def test_endpoint_unreachable_at_start_joins_once_it_answers(
             assert not task.done()
         assert down.applied >= 1
     assert_indexed_exactly(db_url, chain)
+
+
+async def test_malformed_head_answers_are_retried_by_the_transport(
+    db_url: str, chain: Chain, proxy: FaultProxy
+) -> None:
+    # Found by the soak benchmark: a malformed eth_blockNumber answer used to become a sync
+    # failure with a doubling backoff, so a burst of six stalled the chain for half a minute.
+    bad = proxy.add_fault("null_result", method="eth_blockNumber", times=6)
+    cfg = make_config(db_url, proxy.url, **BATCHES)
+    assert await sync_to(cfg, HEIGHT, timeout_secs=15) == errors.EXIT_OK
+    assert bad.remaining == 0
+    assert_indexed_exactly(db_url, chain)
