@@ -41,11 +41,10 @@ test: venv anvil electrumx lint
 demo: venv anvil
 	$(PY) -m indexer.devnet.demo
 
-# Benchmarks (not part of `make test`); see benchmarks/README.md.
-bench: venv anvil
-	INDEXER_TEST_DSN="$$(PY=$(PY) scripts/ensure-postgres.sh)"; \
-	$(PY) -m benchmarks.web3_vs_rpc && \
-	$(PY) -m benchmarks.gaps --dsn "$$INDEXER_TEST_DSN"
+# Benchmarks (not part of `make test`): the whole suite in ~15 min, BENCH_ARGS=--quick in ~2;
+# one table on stdout, JSON in benchmarks/results/. See benchmarks/README.md.
+bench: venv anvil electrumx
+	INDEXER_TEST_DSN="$$(PY=$(PY) scripts/ensure-postgres.sh)" $(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache

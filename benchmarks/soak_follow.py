@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 daemon=True,
             )
             feeder.start()
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, open(args.log, "wb") as log_file:
                 config = Path(tmp) / "soak.toml"
                 config.write_text(
                     f'[database]\nurl = "{db_url}"\n[[chains]]\nname = "dev"\nkind = "evm"\n'
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "indexer", "--config", str(config), "sync"],
                     stdout=subprocess.DEVNULL,
-                    stderr=open(args.log, "wb"),  # noqa: SIM115 - closed with the process
+                    stderr=log_file,
                 )
                 started = time.monotonic()
                 next_event = started + 20

@@ -356,7 +356,7 @@ class RpcClient:
             if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
                 raise errors.ResponseCorrupted(f"{where}: response larger than the cap")
             raw = bytearray()
-            async for chunk in resp.content.iter_chunked(1 << 16):
+            async for chunk in resp.content.iter_chunked(1 << 20):
                 raw += chunk
                 if len(raw) > MAX_RESPONSE_BYTES:
                     raise errors.ResponseCorrupted(f"{where}: response larger than the cap")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
+from psycopg.adapt import PyFormat
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -48,15 +49,30 @@ def _brief(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def tune_adapters(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Binary COPY of `bytea` through psycopg's C dumper.
+
+    `Copy.set_types(["bytea", ...])` picks the dumper registered last for the bytea oid,
+    which is the pure-Python DB-API one; the C one is several times faster per row.
+    """
+    conn.adapters.register_dumper(bytes, psycopg.adapters.get_dumper(bytes, PyFormat.BINARY))
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    tune_adapters(conn)
+
+
 async def connect(db: DatabaseConfig, *, purpose: str) -> psycopg.AsyncConnection[Any]:
     """Open a dedicated autocommit connection (for a writer or the migration lock)."""
     with translate(f"connect to {redact.redact_url(db.url)} ({purpose})"):
-        return await psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             db.url,
             autocommit=True,
             connect_timeout=max(1, int(db.connect_timeout_secs)),
             application_name=f"{APPLICATION_NAME}:{purpose}",
         )
+    tune_adapters(conn)
+    return conn
 
 
 class Store:
@@ -75,6 +91,7 @@ class Store:
                 "connect_timeout": max(1, int(db.connect_timeout_secs)),
             },
             check=AsyncConnectionPool.check_connection,
+            configure=_configure,
             timeout=db.connect_timeout_secs,
             name="indexer",
         )
