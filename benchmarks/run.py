@@ -284,6 +284,28 @@ def run_suite(plan: Plan, dsn: str, only: set[str]) -> dict[str, Any]:
         }
 
     step("web3_vs_rpc", web3)
+
+    def electrum_headers() -> dict[str, Any]:
+        blocks = 20_000 if plan is QUICK_PLAN else 60_000
+        text = _run_module(
+            ["benchmarks.electrum_headers", "--dsn", dsn, "--blocks", str(blocks)], timeout=1800
+        )
+        rate = re.search(r"= ([\d,]+) headers/s", text)
+        return {
+            "headers_per_sec": int(rate[1].replace(",", "")) if rate else None,
+            "output": text.strip(),
+        }
+
+    step("electrum_headers", electrum_headers)
+
+    def soak() -> dict[str, Any]:
+        minutes = 1.5 if plan is QUICK_PLAN else 4.0
+        text = _run_module(
+            ["benchmarks.soak_follow", "--dsn", dsn, "--minutes", str(minutes)], timeout=1800
+        )
+        return {"output": text.strip().splitlines()[-1]}
+
+    step("soak", soak)
     return out
 
 
@@ -447,6 +469,12 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if isinstance(web3, dict) and "error" not in web3:
         add("web3 batch_requests (anvil)", "", web3["web3_blocks_per_sec"], "blocks/s")
         add("our EvmSource (anvil)", "", web3["ours_blocks_per_sec"], "blocks/s")
+    btc = results.get("electrum_headers")
+    if isinstance(btc, dict) and "error" not in btc:
+        add("Electrum headers into Postgres", "", btc["headers_per_sec"], "headers/s (aim 10,000)")
+    soaked = results.get("soak")
+    if isinstance(soaked, dict) and "error" not in soaked:
+        add("soak (reorgs + faults)", "", None, soaked["output"][:110])
     for name, item in results.items():
         if isinstance(item, dict) and "error" in item:
             add(f"{name}: FAILED", "", None, item["error"][:80])

@@ -325,7 +325,7 @@ def background_reorgs(url: str, *, every_secs: float, seed: int) -> Iterator[Non
 
 
 def _toml_string(value: str) -> str:
-    # A JSON string is a valid TOML basic string (same escapes, including \uXXXX).
+    # A JSON string is a valid TOML basic string (same escapes, unicode ones included).
     return json.dumps(value)
 
 

@@ -45,6 +45,7 @@ class RuntimeCollector(Collector):
         lag = chain_gauge("lag_blocks", "Node head minus indexed tip")
         halted = chain_gauge("halted", "1 when the chain halted and needs an operator")
         missing = chain_gauge("missing_blocks", "Blocks missing below the tip (last repair pass)")
+        failed = chain_gauge("gap_failed_ranges", "Ranges repair could not fill (gap_failures)")
         blocks = chain_counter("blocks_written", "Blocks written")
         txs = chain_counter("transactions_written", "Transaction rows written")
         logs = chain_counter("logs_written", "Log rows written")
@@ -85,6 +86,7 @@ class RuntimeCollector(Collector):
                 lag.add_metric(label, s.head - (s.tip.number if s.tip else s.cfg.start_block - 1))
             halted.add_metric(label, 1 if s.halted else 0)
             missing.add_metric(label, chain.repairer.missing_blocks)
+            failed.add_metric(label, chain.repairer.failed_ranges)
             c = s.counters
             blocks.add_metric(label, c.blocks_written)
             txs.add_metric(label, c.transactions_written)
@@ -105,7 +107,7 @@ class RuntimeCollector(Collector):
                 rpc_limited.add_metric(ep_label, ep.rate_limited)
                 rpc_secs.add_metric(ep_label, ep.latency_secs_total)
                 circuit.add_metric(ep_label, _CIRCUIT_VALUES.get(ep.circuit, 0))
-        yield from (head, tip, lag, halted, missing, blocks, txs, logs, batches, batch_secs,
+        yield from (head, tip, lag, halted, missing, failed, blocks, txs, logs, batches, batch_secs,
                     last_batch, reorgs, deepest, last_depth, last_reorg, rpc_requests, rpc_errors,
                     rpc_limited, rpc_secs, circuit)  # fmt: skip
 

@@ -57,6 +57,7 @@ class GapRepairer:
         self.repairs = repairs
         self._on_report = on_report
         self.missing_blocks = 0  # after the last pass (for metrics)
+        self.failed_ranges = 0  # dead-letter ranges after the last pass (for metrics)
 
     def _report(self, report: RangeReport) -> RangeReport:
         level = logging.INFO if report.status in ("repaired", "dry-run") else logging.WARNING
@@ -105,6 +106,7 @@ class GapRepairer:
             break
         remaining = await self.repairs.gaps(low=low, high=high)
         self.missing_blocks = sum(e - s + 1 for s, e in remaining)
+        self.failed_ranges = len(await self.repairs.failures())
         return remaining
 
     async def _due(self, retry_failed: bool) -> Callable[[int], bool]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import prometheus_client
+
 from indexer import daemon
 from indexer.http.app import HttpServer
 from indexer.runtime import Runtime
@@ -42,5 +44,11 @@ async def test_ready_turns_unready_when_the_pool_is_exhausted(db_url: str, anvil
     body = await server.readiness()
     assert body["database"]["ready"] and not body["chains"]["dev"]["ready"]
     assert body["chains"]["dev"]["reason"].startswith("halted: reorg of depth 99")
+    # The repairer's findings reach /metrics (the same objects the collector reads).
+    runtime.chains[0].repairer.failed_ranges = 2
+    runtime.chains[0].repairer.missing_blocks = 17
+    text = prometheus_client.generate_latest(server._registry).decode()
+    assert 'indexer_gap_failed_ranges{chain="dev"} 2.0' in text
+    assert 'indexer_missing_blocks{chain="dev"} 17.0' in text
     stop.set()
     assert await asyncio.wait_for(task, 20) == 0
