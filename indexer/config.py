@@ -121,14 +121,6 @@ class ChainConfig(_Model):
             raise ValueError("chain_id: required for kind 'evm'")
         if self.kind == "electrum" and self.genesis_hash is None:
             raise ValueError("genesis_hash: required for kind 'electrum'")
-        if self.kind == "electrum":
-            from indexer.chain import btc_headers  # no cycle: it needs only errors
-
-            genesis = bytes.fromhex((self.genesis_hash or "").removeprefix("0x"))
-            if btc_headers.network_for_genesis(genesis) is None:
-                raise ValueError(
-                    "genesis_hash: not a supported Bitcoin network (mainnet, testnet3, regtest)"
-                )
         for url in self.tls_fingerprints:
             if url not in self.urls or not url.startswith("ssl://"):
                 raise ValueError("tls_fingerprints: each key must be one of urls, an ssl:// URL")
