@@ -1,0 +1,23 @@
+"""A plain `pip install .` finds the migrations and named queries (INTERFACE: `indexer migrate`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_ships_migrations_and_queries(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("indexer-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for migration in sorted((REPO / "migrations").glob("*.sql")):
+        assert f"indexer/migrations/{migration.name}" in names
+    assert "indexer/store/queries.sql" in names
