@@ -55,8 +55,8 @@ def test_sigkill_at_random_moments_with_reorgs(db_url: str, anvil: Any, tmp_path
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=10)
         heights.append(check_invariants(db_url, "dev"))  # committed work is whole, linked
-    # The kills really interrupted the backfill: it was still under way after several.
-    assert (heights[KILLS // 4] or 0) < 1500, heights
+    # The kills really interrupted the backfill: several found it part-way.
+    assert len([h for h in heights if h is not None and h < 1490]) >= 2, heights
     tip = anvil.block_number()
     result = run_cli("--config", str(path), "sync", "--to", str(tip), timeout_secs=180)
     assert result.returncode == 0, result.stderr[-2000:]
