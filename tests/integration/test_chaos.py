@@ -37,8 +37,8 @@ def test_sigkill_at_random_moments_with_reorgs(db_url: str, anvil: Any, tmp_path
     accounts = anvil.accounts()
     # Small batches: the backfill spans many of the kills, which land mid-batch, mid-commit,
     # mid-rollback or at start-up.
-    path = write_config(tmp_path / "c.toml", db_url, anvil.url, batch_size=3,
-                        prefetch_batches=2, repair_interval_secs=0)  # fmt: skip
+    path = write_config(tmp_path / "c.toml", db_url, anvil.url, batch_size=2,
+                        prefetch_batches=1, repair_interval_secs=0)  # fmt: skip
     heights = []
     for round_ in range(KILLS):
         if round_ % 3 == 1:
