@@ -65,6 +65,10 @@ class RpcError(SourceError):
         return self.code in (-32700, -32600, -32601, -32602)
 
 
+class BatchTooLarge(SourceError):
+    """The node refused a batch this large (items or response bytes); send smaller ones."""
+
+
 class ResponseCorrupted(SourceError):
     """Chain source answered with malformed or inconsistent data."""
 

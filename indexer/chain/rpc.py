@@ -351,19 +351,25 @@ class RpcClient:
                 raise errors.SourceTransient(
                     f"{where}: HTTP {resp.status}", retry_after_secs=retry_after
                 )
+            if resp.status == 413:
+                raise errors.BatchTooLarge(f"{where}: HTTP 413 (request too large)")
             if resp.status != 200:
                 raise errors.SourceError(f"{where}: HTTP {resp.status}")
             if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
-                raise errors.ResponseCorrupted(f"{where}: response larger than the cap")
+                raise errors.BatchTooLarge(f"{where}: response larger than the cap")
             raw = bytearray()
             async for chunk in resp.content.iter_chunked(1 << 20):
                 raw += chunk
                 if len(raw) > MAX_RESPONSE_BYTES:
-                    raise errors.ResponseCorrupted(f"{where}: response larger than the cap")
+                    raise errors.BatchTooLarge(f"{where}: response larger than the cap")
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise errors.ResponseCorrupted(f"{where}: response is not valid JSON") from exc
+
+
+def _too_large(code: Any, message: Any) -> bool:
+    return code == -32003 or (isinstance(message, str) and "too large" in message.lower())
 
 
 def _identity(results: list[Any]) -> list[Any]:
@@ -393,10 +399,14 @@ def _match(
 ) -> list[Any]:
     """Pair a batch response with its requests by id; every id exactly once."""
     if isinstance(payload, dict) and "error" in payload:
-        # A node that rejects the whole batch answers with one error object.
+        # A node that rejects the whole batch answers with one error object: with several
+        # items, that is a batch limit (geth, Erigon, Besu, providers all answer so).
         err = payload["error"] if isinstance(payload["error"], dict) else {}
+        message = str(err.get("message", "?"))[:200]
+        if len(calls) > 1:
+            raise errors.BatchTooLarge(f"{where}: batch of {len(calls)} rejected: {message}")
         raise errors.RpcError(
-            f"{where}: batch rejected: {str(err.get('message', '?'))[:200]}",
+            f"{where}: request rejected: {message}",
             code=int(err.get("code", 0)) if isinstance(err.get("code"), int) else 0,
         )
     if not isinstance(payload, list):
@@ -419,6 +429,9 @@ def _match(
         if "error" in item and item["error"] is not None:
             err = item["error"] if isinstance(item["error"], dict) else {}
             code = err.get("code")
+            if len(calls) > 1 and _too_large(code, err.get("message")):
+                # geth answers items past its response-size limit with -32003.
+                raise errors.BatchTooLarge(f"{where}: batch of {len(calls)} answered too large")
             raise errors.RpcError(
                 f"{where}: {method} failed: {str(err.get('message', '?'))[:200]}",
                 code=code if isinstance(code, int) else 0,

@@ -29,6 +29,16 @@ class Prefetcher:
     def limit(self) -> int:
         return self._limit
 
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def shrink(self, height: int) -> int:
+        """Halve the batch size (a node refused the larger one); restart at `height`."""
+        self._batch_size = max(1, self._batch_size // 2)
+        self.reset(height)
+        return self._batch_size
+
     def reset(self, height: int) -> None:
         """Drop everything in flight; the next batch starts at `height`."""
         self._cancel_all()

@@ -58,6 +58,7 @@ class GapRepairer:
         self._on_report = on_report
         self.missing_blocks = 0  # after the last pass (for metrics)
         self.failed_ranges = 0  # dead-letter ranges after the last pass (for metrics)
+        self.batch_size = cfg.batch_size  # halved when a node refuses a batch this large
 
     def _report(self, report: RangeReport) -> RangeReport:
         level = logging.INFO if report.status in ("repaired", "dry-run") else logging.WARNING
@@ -131,7 +132,7 @@ class GapRepairer:
         position, prev, written_below = start, anchor, below
         broken = 0
         while position <= end:
-            count = min(self.cfg.batch_size, end - position + 1)
+            count = min(self.batch_size, end - position + 1)
             try:
                 blocks = await self.source.blocks(position, count)
                 validate.check_links(prev, blocks)
@@ -139,6 +140,11 @@ class GapRepairer:
                 await self.repairs.write(
                     blocks, below=written_below, above=end + 1 if last == end else None
                 )
+            except errors.BatchTooLarge as exc:
+                if self.batch_size == 1:
+                    return await self._failed(position, end, exc)
+                self.batch_size = max(1, self.batch_size // 2)
+                continue
             except errors.BrokenBatch as exc:
                 broken += 1
                 if broken <= _BROKEN_BATCH_RETRIES:

@@ -143,6 +143,18 @@ class ChainSyncer:
                     self._db_down_since = None
                 except _Stopped:
                     break
+                except errors.BatchTooLarge as exc:
+                    if self.fetcher.batch_size == 1:
+                        await self._back_off(exc)
+                        continue
+                    size = self.fetcher.shrink(self._next_height())
+                    logger.warning(
+                        "%s: %s; fetching %d blocks per batch from now on",
+                        self.cfg.name,
+                        exc,
+                        size,
+                        extra={**self._log, "action": "batch_shrunk"},
+                    )
                 except errors.RpcError as exc:
                     if exc.fatal:
                         raise

@@ -191,6 +191,14 @@ def _malformed_json(fault: Fault) -> Answer:
 # -- Fault kinds: `after` rewrites upstream's answer
 
 
+def _batch_limit(fault: Fault, answer: Answer, call: Call) -> Answer | None:
+    """A node with a batch limit: a batch over `max_items` gets one error object."""
+    if len(call.items) <= fault.params["max_items"]:
+        return None
+    error = {"code": -32600, "message": f"batch limit {fault.params['max_items']} exceeded"}
+    return Answer(200, orjson.dumps({"jsonrpc": "2.0", "id": None, "error": error}))
+
+
 def _slow_body(fault: Fault, answer: Answer, call: Call) -> Answer | None:
     return dataclasses.replace(
         answer, trickle_secs=fault.params["delay"], chunk_bytes=fault.params["chunk_bytes"]
@@ -341,6 +349,7 @@ KINDS: Mapping[str, Kind] = {
     "timeout": Kind({"delay": 60.0}, before=_timeout),
     "malformed_json": Kind({"body": "<html>not json</html>"}, before=_malformed_json),
     "slow_body": Kind({"delay": 0.1, "chunk_bytes": 1}, after=_slow_body),
+    "batch_limit": Kind({"max_items": 10}, after=_batch_limit),
     "truncated_json": Kind({}, after=_truncated_json),
     "rpc_error": Kind(
         {"code": -32000, "message": "injected fault", "index": 0}, after=_on_items(_rpc_error)
