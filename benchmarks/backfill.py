@@ -169,6 +169,12 @@ def _pg_background_cpu(conn: psycopg.Connection[Any]) -> float:
     return sum(_proc_cpu_secs(int(pid)) or 0.0 for (pid,) in rows)
 
 
+def indexer_command(config: Path, *args: str) -> list[str]:
+    """`python -m indexer --config CONFIG ARGS`, quiet, text logs."""
+    return [sys.executable, "-m", "indexer", "--config", str(config), "--log-level", "warning",
+            "--log-text", *args]  # fmt: skip
+
+
 def run_indexer(
     args: Sequence[str],
     *,
@@ -179,17 +185,7 @@ def run_indexer(
     timeout_secs: float = 1800.0,
 ) -> dict[str, Any]:
     """Run `python -m indexer --config CONFIG ARGS` to completion while sampling it."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "indexer",
-        "--config",
-        str(config),
-        "--log-level",
-        "warning",
-        "--log-text",
-        *args,
-    ]
+    cmd = indexer_command(config, *args)
     if profile_path is not None:
         spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
         cmd = [

@@ -36,6 +36,7 @@ from benchmarks.backfill import (
     Settings,
     count_rows,
     fresh_database,
+    indexer_command,
     run_indexer,
     write_config,
 )
@@ -75,17 +76,7 @@ def reorg_latency(*, dsn: str, repeats: int, head: int = 400) -> list[dict[str, 
         config = write_config(
             Path(tmp, "indexer.toml"), db_url=db_url, node_url=node.url, settings=settings
         )
-        cmd = [
-            sys.executable,
-            "-m",
-            "indexer",
-            "--config",
-            str(config),
-            "--log-level",
-            "warning",
-            "--log-text",
-            "sync",
-        ]
+        cmd = indexer_command(config, "sync")
         with (
             Path(tmp, "indexer.log").open("wb") as log,
             psycopg.connect(db_url, autocommit=True) as conn,

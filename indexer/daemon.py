@@ -39,6 +39,20 @@ def select_chains(cfg: Config, names: Sequence[str]) -> list[ChainConfig]:
     return [cfg.chain(n) for n in names] if names else list(cfg.chains)
 
 
+async def synced_chains(
+    cfg: Config, store: Store, names: Sequence[str], *, echo: Callable[[str], None], doing: str
+) -> list[tuple[ChainConfig, int]]:
+    """The selected chains that have been synced, with their ids; say so for the others."""
+    found = []
+    for chain in select_chains(cfg, names):
+        row = await store.chain_row(chain.name)
+        if row is None:
+            echo(f"{chain.name}: never synced; nothing to {doing}")
+        else:
+            found.append((chain, int(row["id"])))
+    return found
+
+
 def make_source(chain: ChainConfig, client: RpcClient | ElectrumServers) -> ChainSource:
     if chain.kind == "evm":
         assert isinstance(client, RpcClient)
@@ -100,7 +114,6 @@ async def run_sync(
             writer = await stack.enter_async_context(
                 ChainWriter(cfg.database, chain=chain_id, name=chain.name)
             )
-            await writer.tip()  # the resume point is consistent, or this raises
             syncer = ChainSyncer(
                 chain,
                 source=source,
@@ -111,6 +124,7 @@ async def run_sync(
                 to_height=to_height,
                 max_outage_secs=cfg.database.max_outage_secs,
             )
+            await syncer.prepare()  # the resume point is consistent, or this raises
             repairer = GapRepairer(
                 chain, source=source, repairs=RepairStore(store, chain=chain_id, name=chain.name)
             )

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from indexer import daemon, errors
+from indexer.chain import ChainSource
 from indexer.config import ChainConfig, Config
 from indexer.store import Store
 from indexer.store.migrate import migrate
@@ -35,22 +36,25 @@ async def repair_gaps(
     await migrate(cfg.database)
     exit_code = errors.EXIT_OK
     async with Store(cfg.database) as store:
-        for chain in daemon.select_chains(cfg, chains):
-            row = await store.chain_row(chain.name)
-            if row is None:
-                echo(f"{chain.name}: never synced; nothing to repair")
-                continue
+        for chain, chain_id in await daemon.synced_chains(
+            cfg, store, chains, echo=echo, doing="repair"
+        ):
             async with daemon.make_rpc(chain) as rpc:
                 source = daemon.make_source(chain, rpc)
                 await source.check_identity()
-                repairs = RepairStore(store, chain=int(row["id"]), name=chain.name)
+                repairs = RepairStore(store, chain=chain_id, name=chain.name)
 
                 def on_report(report: RangeReport, name: str = chain.name) -> None:
                     echo(f"{name}: {report}")
 
-                async def on_reorg(chain: ChainConfig = chain, chain_id: int = int(row["id"])
-                                   ) -> None:  # fmt: skip
-                    await _resolve_reorg(cfg, chain, chain_id, store, stop=stop, echo=echo)
+                async def on_reorg(
+                    chain: ChainConfig = chain,
+                    chain_id: int = chain_id,
+                    source: ChainSource = source,
+                ) -> None:
+                    await _resolve_reorg(
+                        cfg, chain, chain_id, store, source=source, stop=stop, echo=echo
+                    )
 
                 repairer = GapRepairer(chain, source=source, repairs=repairs, on_report=on_report)
 
@@ -76,6 +80,7 @@ async def _resolve_reorg(
     chain_id: int,
     store: Store,
     *,
+    source: ChainSource,
     stop: asyncio.Event,
     echo: Callable[[str], None],
 ) -> None:
@@ -98,17 +103,17 @@ async def _resolve_reorg(
         tip = await writer.tip()
         if tip is None:
             return
-        async with daemon.make_rpc(chain) as rpc:
-            syncer = ChainSyncer(
-                chain,
-                source=daemon.make_source(chain, rpc),
-                writer=writer,
-                store=store,
-                stop=stop,
-                progress=Progress(),
-                to_height=tip.number,
-            )
-            echo(f"{chain.name}: stale blocks found; checking the tip for a reorg")
-            await syncer.run()
+        # The repair's own source (already identity-checked) serves the syncer too.
+        syncer = ChainSyncer(
+            chain,
+            source=source,
+            writer=writer,
+            store=store,
+            stop=stop,
+            progress=Progress(),
+            to_height=tip.number,
+        )
+        echo(f"{chain.name}: stale blocks found; checking the tip for a reorg")
+        await syncer.run()
     finally:
         await writer.close()

@@ -70,6 +70,12 @@ async def _node_checks(
     store: Store, chain: ChainConfig, chain_id: int, low: int, high: int
 ) -> list[str]:
     problems: list[str] = []
+    async with store.connection("highest block") as conn:
+        cur = await conn.execute(Q["highest_stored"], {"chain": chain_id})
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return problems
+    high = min(high, int(row[0]))
     async with daemon.make_rpc(chain) as rpc:
         source = daemon.make_source(chain, rpc)
         await source.check_identity()
@@ -93,11 +99,6 @@ async def _node_checks(
                             f"{_hex(theirs)}"
                         )
             position += NODE_CHUNK
-            async with store.connection("highest block") as conn:
-                cur = await conn.execute(Q["highest_stored"], {"chain": chain_id})
-                row = await cur.fetchone()
-            if row is None or row[0] is None or position > int(row[0]):
-                break
     return problems
 
 
@@ -114,16 +115,14 @@ async def verify(
     await migrate(cfg.database)
     found = 0
     async with Store(cfg.database) as store:
-        for chain in daemon.select_chains(cfg, chains):
-            row = await store.chain_row(chain.name)
-            if row is None:
-                echo(f"{chain.name}: never synced; nothing to verify")
-                continue
+        for chain, chain_id in await daemon.synced_chains(
+            cfg, store, chains, echo=echo, doing="verify"
+        ):
             lo = chain.start_block if low is None else low
             hi = MAX_HEIGHT if high is None else high
-            problems = await _sql_checks(store, chain, int(row["id"]), lo, hi)
+            problems = await _sql_checks(store, chain, chain_id, lo, hi)
             if against_node:
-                problems += await _node_checks(store, chain, int(row["id"]), lo, hi)
+                problems += await _node_checks(store, chain, chain_id, lo, hi)
             for problem in problems:
                 echo(f"{chain.name}: {problem}")
             what = "links, child rows and coverage" + (

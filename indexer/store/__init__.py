@@ -19,7 +19,6 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from indexer import errors, redact
 from indexer.config import DatabaseConfig
-from indexer.models import BlockRef
 from indexer.store.queries import Q
 
 logger = logging.getLogger(__name__)
@@ -172,14 +171,6 @@ class Store:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(Q["chain_get"], {"name": name})
             return await cur.fetchone()
-
-    async def checkpoint(self, chain: int) -> BlockRef | None:
-        async with self.connection("read checkpoint") as conn:
-            cur = await conn.execute(Q["checkpoint_get"], {"chain": chain})
-            row = await cur.fetchone()
-        if row is None or row[0] is None:
-            return None
-        return BlockRef(int(row[0]), bytes(row[1]))
 
     async def set_head(self, chain: int, head: int) -> None:
         async with self.connection("record node head") as conn:

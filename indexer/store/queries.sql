@@ -5,10 +5,6 @@
 -- Block until the session advisory lock (namespace, key) is ours.
 SELECT pg_advisory_lock(%(namespace)s, %(key)s);
 
--- name: advisory_unlock --
--- Release a session advisory lock taken with advisory_lock / try_advisory_lock.
-SELECT pg_advisory_unlock(%(namespace)s, %(key)s);
-
 -- name: try_advisory_lock --
 -- Take the session advisory lock (namespace, key) if free; true when taken.
 SELECT pg_try_advisory_lock(%(namespace)s, %(key)s);
@@ -74,10 +70,6 @@ WHERE chain = %(chain)s
 -- name: block_hash_at --
 -- The stored hash at one height (null when the height is not stored).
 SELECT hash FROM blocks WHERE chain = %(chain)s AND number = %(number)s;
-
--- name: blocks_above_count --
--- How many blocks are stored above a height (must be 0 above the checkpoint).
-SELECT count(*) FROM blocks WHERE chain = %(chain)s AND number > %(number)s;
 
 -- name: copy_blocks --
 -- Bulk-load blocks (binary COPY; column order matches store.writer.BLOCK_TYPES).

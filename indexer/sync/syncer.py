@@ -101,6 +101,7 @@ class ChainSyncer:
         self._last_warn = 0.0
         self._following_logged = False
         self.reorgs = ReorgStats()
+        self._prepared = False
         self._anchor: BlockRef | None = None  # what the first block must link to
         self.counters = SyncCounters()
         self.halted: str | None = None  # why, once the chain halted
@@ -116,10 +117,16 @@ class ChainSyncer:
     def _done(self) -> bool:
         return self.to_height is not None and self._next_height() > self.to_height
 
+    async def prepare(self) -> None:
+        """Read and check the resume point (the daemon does this before READY=1)."""
+        self.tip = await self.writer.tip()
+        self._prepared = True
+
     async def run(self) -> None:
         """Sync until `stop` is set or, with `to_height`, until the checkpoint reaches it."""
         try:
-            self.tip = await self.writer.tip()
+            if not self._prepared:
+                await self.prepare()
             logger.info(
                 "%s: resuming after %s",
                 self.cfg.name,
