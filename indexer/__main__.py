@@ -4,4 +4,5 @@ from __future__ import annotations
 
 from indexer.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned worker process imports it
+    main()

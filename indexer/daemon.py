@@ -101,6 +101,7 @@ async def run_sync(
             rpc = make_rpc(chain)
             await stack.enter_async_context(rpc)
             source = make_source(chain, rpc)
+            stack.callback(source.close)
             await source.check_identity()
             chain_id = await store.register_chain(
                 name=chain.name,
@@ -111,6 +112,7 @@ async def run_sync(
                 else None,
                 start_block=chain.start_block,
             )
+            source.bind(chain_id)
             writer = await stack.enter_async_context(
                 ChainWriter(cfg.database, chain=chain_id, name=chain.name)
             )

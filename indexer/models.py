@@ -47,6 +47,23 @@ class Log:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyRows:
+    """A block's transaction and log rows, already in PostgreSQL's binary COPY row format.
+
+    Each `*_data` is the rows back to back (no COPY header or trailer), in the column order
+    of the writer's COPY statements, for the store's chain id they were encoded with. The
+    EVM fast path (`indexer.chain.evm_rows`) builds them in a worker process so that the
+    writer only moves bytes.
+    """
+
+    chain: int
+    tx_count: int
+    tx_data: bytes
+    log_count: int
+    log_data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Block:
     number: int
     hash: bytes
@@ -66,6 +83,18 @@ class Block:
     nonce: int | None = None
     transactions: tuple[Tx, ...] = field(default=(), repr=False)
     logs: tuple[Log, ...] = field(default=(), repr=False)
+    # Transactions and logs pre-encoded for COPY (instead of `transactions` / `logs`).
+    rows: CopyRows | None = field(default=None, repr=False)
+
+    @property
+    def tx_rows(self) -> int:
+        """Transaction rows this block writes."""
+        return self.rows.tx_count if self.rows is not None else len(self.transactions)
+
+    @property
+    def log_rows(self) -> int:
+        """Log rows this block writes."""
+        return self.rows.log_count if self.rows is not None else len(self.logs)
 
     @property
     def ref(self) -> BlockRef:

@@ -41,30 +41,36 @@ async def repair_gaps(
         ):
             async with daemon.make_rpc(chain) as rpc:
                 source = daemon.make_source(chain, rpc)
-                await source.check_identity()
-                repairs = RepairStore(store, chain=chain_id, name=chain.name)
+                try:
+                    source.bind(chain_id)
+                    await source.check_identity()
+                    repairs = RepairStore(store, chain=chain_id, name=chain.name)
 
-                def on_report(report: RangeReport, name: str = chain.name) -> None:
-                    echo(f"{name}: {report}")
+                    def on_report(report: RangeReport, name: str = chain.name) -> None:
+                        echo(f"{name}: {report}")
 
-                async def on_reorg(
-                    chain: ChainConfig = chain,
-                    chain_id: int = chain_id,
-                    source: ChainSource = source,
-                ) -> None:
-                    await _resolve_reorg(
-                        cfg, chain, chain_id, store, source=source, stop=stop, echo=echo
+                    async def on_reorg(
+                        chain: ChainConfig = chain,
+                        chain_id: int = chain_id,
+                        source: ChainSource = source,
+                    ) -> None:
+                        await _resolve_reorg(
+                            cfg, chain, chain_id, store, source=source, stop=stop, echo=echo
+                        )
+
+                    repairer = GapRepairer(
+                        chain, source=source, repairs=repairs, on_report=on_report
                     )
 
-                repairer = GapRepairer(chain, source=source, repairs=repairs, on_report=on_report)
-
-                remaining = await repairer.repair(
-                    low=low,
-                    high=high,
-                    dry_run=dry_run,
-                    retry_failed=retry_failed,
-                    on_reorg=on_reorg,
-                )
+                    remaining = await repairer.repair(
+                        low=low,
+                        high=high,
+                        dry_run=dry_run,
+                        retry_failed=retry_failed,
+                        on_reorg=on_reorg,
+                    )
+                finally:
+                    source.close()
             if remaining:
                 total = sum(e - s + 1 for s, e in remaining)
                 echo(f"{chain.name}: {len(remaining)} gap(s), {total:,d} blocks missing")

@@ -22,6 +22,12 @@ class ChainSource(Protocol):
     async def check_identity(self) -> None:
         """Raise `errors.ChainMismatch` unless every endpoint serves the configured chain."""
 
+    def bind(self, store_chain: int) -> None:
+        """The store's id of this chain (sources that encode rows for COPY need it)."""
+
+    def close(self) -> None:
+        """Release what the source holds besides its node client (worker processes)."""
+
     async def head(self) -> int:
         """The height of the node's best block."""
 

@@ -169,6 +169,12 @@ class ElectrumSource:
 
     # -- Identity
 
+    def bind(self, store_chain: int) -> None:
+        """Headers are written row by row; nothing to encode ahead."""
+
+    def close(self) -> None:
+        """Nothing besides the servers, which their own context closes."""
+
     async def check_identity(self) -> None:
         """Check every server's genesis; unreachable ones are skipped if one answers.
 

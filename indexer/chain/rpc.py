@@ -223,6 +223,26 @@ class RpcClient:
         that sent it, like a transport failure, and the next attempt goes to the next
         endpoint: a node that lies is failed over, not retried forever.
         """
+
+        async def decode(raw: bytes, ids: list[int], where: str) -> T:
+            return parse(results_of(raw, ids, calls, where))
+
+        return await self.batch_decoded(calls, decode, url=url, attempts=attempts)
+
+    async def batch_decoded(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        decode: Callable[[bytes, list[int], str], Awaitable[T]],
+        *,
+        url: str | None = None,
+        attempts: int | None = None,
+    ) -> T:
+        """Like `batch_parsed`, with `decode` given the raw response body.
+
+        `decode(body, ids, where)` gets the request ids in call order and the endpoint's
+        name for messages; `results_of` turns the body into the results when it needs them.
+        It is part of the attempt: its `ResponseCorrupted` fails the endpoint over.
+        """
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((errors.SourceTransient, errors.ResponseCorrupted)),
             wait=_wait,
@@ -235,7 +255,7 @@ class RpcClient:
                 if url is None:
                     await self._recheck_due()
                 endpoint = self._pick(url)
-                results = await self._send(endpoint, calls, parse)
+                results = await self._send(endpoint, calls, decode)
         if self._failing:
             self._failing = False
             logger.info("%s: connection restored", self._label, extra={"action": "rpc_restored"})
@@ -291,7 +311,7 @@ class RpcClient:
         self,
         endpoint: _Endpoint,
         calls: Sequence[tuple[str, Sequence[Any]]],
-        parse: Callable[[list[Any]], T],
+        decode: Callable[[bytes, list[int], str], Awaitable[T]],
     ) -> T:
         assert self._session is not None, "RpcClient used outside `async with`"
         ids = [next(self._ids) for _ in calls]
@@ -309,14 +329,14 @@ class RpcClient:
             async with endpoint.semaphore:
                 try:
                     async with asyncio.timeout(self._timeout_secs):
-                        payload = await self._post(endpoint.url, body, where)
+                        raw = await self._post(endpoint.url, body, where)
                 except TimeoutError as exc:
                     raise errors.SourceTimeout(
                         f"{where}: no answer within {self._timeout_secs:g}s"
                     ) from exc
                 except aiohttp.ClientError as exc:
                     raise errors.SourceTransient(f"{where}: {type(exc).__name__}") from exc
-            results = parse(_match(payload, ids, calls, where))
+            results = await decode(raw, ids, where)
         except (errors.SourceTransient, errors.ResponseCorrupted) as exc:
             stats.errors += 1
             stats.last_error = str(exc)
@@ -341,7 +361,7 @@ class RpcClient:
         finally:
             stats.latency_secs_total += time.monotonic() - started
 
-    async def _post(self, url: str, body: bytes, where: str) -> Any:
+    async def _post(self, url: str, body: bytes, where: str) -> bytes:
         assert self._session is not None
         async with self._session.post(url, data=body) as resp:
             if resp.status == 429 or resp.status >= 500:
@@ -362,10 +382,18 @@ class RpcClient:
                 raw += chunk
                 if len(raw) > MAX_RESPONSE_BYTES:
                     raise errors.BatchTooLarge(f"{where}: response larger than the cap")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise errors.ResponseCorrupted(f"{where}: response is not valid JSON") from exc
+        return bytes(raw)
+
+
+def results_of(
+    raw: bytes, ids: list[int], calls: Sequence[tuple[str, Sequence[Any]]], where: str
+) -> list[Any]:
+    """A batch response body's results, in call order (see `_match`)."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ResponseCorrupted(f"{where}: response is not valid JSON") from exc
+    return _match(payload, ids, calls, where)
 
 
 def _too_large(code: Any, message: Any) -> bool:

@@ -211,8 +211,16 @@ async def lock_chain_writes(cur: psycopg.AsyncCursor[Any], chain: int) -> None:
     await cur.execute(Q["chain_write_lock"], {"namespace": LOCK_NS_CHAIN_TX, "chain": chain})
 
 
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
+_COPY_TRAILER = b"\xff\xff"
+
+
 async def copy_rows(cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]) -> None:
-    """Binary-COPY `blocks` and their transactions and logs (inside the caller's transaction)."""
+    """Binary-COPY `blocks` and their transactions and logs (inside the caller's transaction).
+
+    A block's transactions and logs are either objects (adapted here, row by row) or
+    pre-encoded rows (`Block.rows`, sent as they are).
+    """
     async with cur.copy(Q["copy_blocks"]) as copy:
         copy.set_types(BLOCK_TYPES)
         for b in blocks:
@@ -247,3 +255,14 @@ async def copy_rows(cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[
                             lg.tx_hash, lg.address, list(lg.topics), lg.data,
                         )
                     )  # fmt: skip
+    encoded = [b.rows for b in blocks if b.rows is not None]
+    if any(r.chain != chain for r in encoded):
+        raise errors.StoreError(f"rows encoded for another chain id than {chain}; not written")
+    if any(r.tx_count for r in encoded):
+        async with cur.copy(Q["copy_transactions"]) as copy:
+            await copy.write(b"".join([_COPY_HEADER, *(r.tx_data for r in encoded), _COPY_TRAILER]))
+    if any(r.log_count for r in encoded):
+        async with cur.copy(Q["copy_logs"]) as copy:
+            await copy.write(
+                b"".join([_COPY_HEADER, *(r.log_data for r in encoded), _COPY_TRAILER])
+            )

@@ -243,8 +243,8 @@ class ChainSyncer:
     def _count(self, blocks: list[Block], secs: float) -> None:
         c = self.counters
         c.blocks_written += len(blocks)
-        c.transactions_written += sum(len(b.transactions) for b in blocks)
-        c.logs_written += sum(len(b.logs) for b in blocks)
+        c.transactions_written += sum(b.tx_rows for b in blocks)
+        c.logs_written += sum(b.log_rows for b in blocks)
         c.batches += 1
         c.batch_secs_total += secs
         c.last_batch_secs = secs

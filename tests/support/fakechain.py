@@ -48,6 +48,12 @@ class FakeChain:
 
     # -- ChainSource
 
+    def bind(self, store_chain: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
     async def check_identity(self) -> None:
         return None
 

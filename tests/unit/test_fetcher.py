@@ -19,6 +19,12 @@ class FakeSource:
         self.gate = asyncio.Event()
         self.gate.set()
 
+    def bind(self, store_chain: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
     async def check_identity(self) -> None:
         return None
 

@@ -1,0 +1,90 @@
+"""Decoding off the event loop: worker processes for CPU-heavy response decoding.
+
+A full EVM batch (blocks with transactions, plus logs) takes milliseconds of CPU per block
+to decode and encode. Run inline, that holds the event loop (HTTP reads, the writer's COPY
+round trips, health checks) for the whole batch; in worker processes it runs on the other
+cores while the main process moves bytes between the nodes and Postgres.
+
+`Decoder(workers=0)` runs the function inline. With workers > 0, a process pool is made on
+first use, its workers started with spawn (fresh interpreters: the parent has threads, and
+each worker must be a direct child so that it can die with it); they import the decoding
+module once. A worker that dies (OOM killer) breaks the pool: the call is run
+inline instead, with a warning, and the next call gets a new pool.
+
+Workers leave signals to the main process (SIGINT and SIGTERM are ignored: the main process
+shuts the pool down on its way out) and die with it: the kernel kills a worker whose parent
+exits (PR_SET_PDEATHSIG), even on SIGKILL, so no orphan outlives a killed daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Decoder:
+    """Runs decode functions inline or in a pool of `workers` processes."""
+
+    def __init__(self, workers: int, *, label: str) -> None:
+        assert workers >= 0
+        self.workers = workers
+        self._label = label
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)`; `fn` and its arguments must pickle when workers > 0."""
+        if self.workers == 0:
+            return fn(*args, **kwargs)
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
+            )
+        call = functools.partial(fn, *args, **kwargs)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except BrokenProcessPool:
+            logger.warning(
+                "%s: a decode worker process died; decoding this batch in the main process "
+                "and starting new workers",
+                self._label,
+                extra={"chain": self._label, "action": "decode_pool_broken"},
+            )
+            self.close()
+            return call()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            logger.warning("decode worker: prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)

@@ -1,0 +1,308 @@
+"""The EVM fast path (msgspec + the C row encoder) against the checked path.
+
+The contract: whatever the fast path accepts, the checked path accepts too and maps to the
+same rows; whatever the checked path refuses, the fast path refuses (and the source then
+raises the checked path's precise error). The rows are decoded back from PostgreSQL's
+binary COPY format here, independently of the encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from indexer import _rows, errors
+from indexer.chain.evm import EvmSource
+from indexer.chain.evm_rows import decode_full_batch
+from indexer.chain.rpc import RpcClient, results_of
+from indexer.config import ChainConfig
+from indexer.models import Block
+from tests.unit.test_evm_source import CORRUPTIONS, block_json, good, h, log_json
+
+CHAIN = 7
+CFG = ChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0)
+
+
+# -- Reading binary COPY rows back (independent of the encoder)
+
+
+def _numeric(raw: bytes) -> int:
+    ndigits, weight, sign, dscale = struct.unpack(">hhHh", raw[:8])
+    assert sign == 0 and dscale == 0
+    digits = struct.unpack(f">{ndigits}H", raw[8 : 8 + 2 * ndigits])
+    assert all(d < 10_000 for d in digits)
+    value = 0
+    for d in digits:
+        value = value * 10_000 + d
+    return int(value * 10_000 ** (weight + 1 - ndigits))
+
+
+def _bytea_array(raw: bytes) -> tuple[bytes, ...]:
+    ndim, has_null, oid = struct.unpack(">iii", raw[:12])
+    assert has_null == 0 and oid == 17
+    if ndim == 0:
+        assert len(raw) == 12
+        return ()
+    assert ndim == 1
+    size, lower = struct.unpack(">ii", raw[12:20])
+    assert lower == 1
+    out, pos = [], 20
+    for _ in range(size):
+        (n,) = struct.unpack(">i", raw[pos : pos + 4])
+        out.append(raw[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    assert pos == len(raw)
+    return tuple(out)
+
+
+DECODE: dict[str, Callable[[bytes], Any]] = {
+    "int2": lambda b: struct.unpack(">h", b)[0],
+    "int4": lambda b: struct.unpack(">i", b)[0],
+    "int8": lambda b: struct.unpack(">q", b)[0],
+    "bytea": bytes,
+    "numeric": _numeric,
+    "bytea[]": _bytea_array,
+}
+TX_TYPES = ["int2", "int8", "int4", "bytea", "bytea", "bytea", "numeric", "numeric",
+            "numeric", "numeric", "bytea", "int2"]  # fmt: skip
+LOG_TYPES = ["int2", "int8", "int4", "int4", "bytea", "bytea", "bytea[]", "bytea"]
+
+
+def read_rows(data: bytes, types: list[str]) -> list[tuple[Any, ...]]:
+    rows, pos = [], 0
+    while pos < len(data):
+        (fields,) = struct.unpack(">h", data[pos : pos + 2])
+        assert fields == len(types)
+        pos += 2
+        row: list[Any] = []
+        for kind in types:
+            (n,) = struct.unpack(">i", data[pos : pos + 4])
+            pos += 4
+            if n == -1:
+                row.append(None)
+                continue
+            row.append(DECODE[kind](data[pos : pos + n]))
+            pos += n
+        rows.append(tuple(row))
+    assert pos == len(data)
+    return rows
+
+
+def rows_of(blocks: Sequence[Block]) -> tuple[list[Any], list[Any], list[Any]]:
+    """(block fields, tx rows, log rows) of either path's output, in one form."""
+    heads, txs, logs = [], [], []
+    for b in blocks:
+        heads.append((b.number, b.hash, b.parent_hash, b.timestamp, b.tx_count, b.miner,
+                      b.gas_used, b.gas_limit, b.base_fee_per_gas, b.size))  # fmt: skip
+        if b.rows is not None:
+            txs += read_rows(b.rows.tx_data, TX_TYPES)
+            logs += read_rows(b.rows.log_data, LOG_TYPES)
+            assert b.rows.tx_count == b.tx_count and b.rows.log_count == b.log_rows
+            continue
+        txs += [(CHAIN, t.block_number, t.tx_index, t.hash, t.from_address, t.to_address,
+                 t.value, t.nonce, t.gas, t.gas_price, t.input, t.type)
+                for t in b.transactions]  # fmt: skip
+        logs += [(CHAIN, lg.block_number, lg.log_index, lg.tx_index, lg.tx_hash, lg.address,
+                  lg.topics, lg.data) for lg in b.logs]  # fmt: skip
+    return heads, txs, logs
+
+
+# -- Both paths over one response body
+
+
+class RawRpc:
+    """Serves one response body to `EvmSource`, the way `RpcClient` would."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.urls = ["http://127.0.0.1:1"]
+
+    async def batch_parsed(self, calls: Sequence[tuple[str, Sequence[Any]]], parse: Any) -> Any:
+        return parse(results_of(self.body, list(range(len(calls))), calls, "fake"))
+
+    async def batch_decoded(self, calls: Sequence[tuple[str, Sequence[Any]]], decode: Any) -> Any:
+        return await decode(self.body, list(range(len(calls))), "fake")
+
+
+def body_of(results: list[Any]) -> bytes:
+    return orjson.dumps([{"jsonrpc": "2.0", "id": i, "result": r} for i, r in enumerate(results)])
+
+
+async def checked(body: bytes, start: int, count: int) -> list[Block] | Exception:
+    src = EvmSource(CFG, cast(RpcClient, RawRpc(body)))  # unbound: the checked path only
+    try:
+        return await src.blocks(start, count)
+    except (errors.ResponseCorrupted, errors.RpcError) as exc:
+        return exc
+
+
+def fast(body: bytes, start: int, count: int) -> list[Block] | None:
+    return decode_full_batch(
+        body, list(range(count + 1)), start=start, count=count, chain=CHAIN, with_logs=True
+    )
+
+
+async def test_fast_path_maps_a_batch_like_the_checked_path() -> None:
+    body = body_of(good(10, 3))
+    got = fast(body, 10, 3)
+    want = await checked(body, 10, 3)
+    assert got is not None and not isinstance(want, Exception)
+    assert rows_of(got) == rows_of(want)
+    assert rows_of(got)[1][1][5] is None  # the contract creation has no `to`
+
+
+async def test_bound_source_takes_the_fast_path_and_counts_it() -> None:
+    src = EvmSource(CFG, cast(RpcClient, RawRpc(body_of(good(10, 3)))))
+    src.bind(CHAIN)
+    blocks = await src.blocks(10, 3)
+    assert all(b.rows is not None for b in blocks)
+    assert (src.fast_batches, src.checked_batches) == (1, 0)
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+async def test_corruptions_are_refused_and_the_checked_error_raised(case: str) -> None:
+    results = good(10, 3)
+    CORRUPTIONS[case](results)
+    body = body_of(results)
+    assert fast(body, 10, 3) is None
+    src = EvmSource(CFG, cast(RpcClient, RawRpc(body)))
+    src.bind(CHAIN)
+    with pytest.raises(errors.ResponseCorrupted):
+        await src.blocks(10, 3)
+    assert src.checked_batches == 1
+
+
+async def test_non_canonical_but_valid_answers_go_to_the_checked_path() -> None:
+    results = good(10, 3)
+    results[0]["transactions"][0]["value"] = "0x0000de0b6b3a7640000"  # leading zeros: fine
+    results[1]["transactions"][0]["hash"] = results[1]["transactions"][0]["hash"].upper()
+    results[1]["transactions"][0]["hash"] = "0x" + results[1]["transactions"][0]["hash"][2:]
+    results[-1][1]["transactionHash"] = results[-1][1]["transactionHash"].lower()
+    results[2]["transactions"][1]["transactionIndex"] = "0x01"  # non-canonical quantity
+    body = body_of(results)
+    src = EvmSource(CFG, cast(RpcClient, RawRpc(body)))
+    src.bind(CHAIN)
+    blocks = await src.blocks(10, 3)
+    assert src.checked_batches == 1 and blocks[2].rows is None
+    want = await checked(body, 10, 3)
+    assert not isinstance(want, Exception) and rows_of(blocks) == rows_of(want)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, 9_999, 10_000, 10_001, 99_990_000, 10**8, 10**12 + 7, 10**18, 2**64, 2**256 - 1],
+)
+async def test_numeric_values_round_trip(value: int) -> None:
+    results = good(10, 1)
+    results[0]["transactions"][0]["value"] = hex(value)
+    results[0]["transactions"][0]["nonce"] = "0x" + "0" * 10 + format(value, "x")[:54]
+    body = body_of(results)
+    got, want = fast(body, 10, 1), await checked(body, 10, 1)
+    assert got is not None and not isinstance(want, Exception)
+    assert rows_of(got) == rows_of(want)
+    assert rows_of(got)[1][0][6] == value
+
+
+def test_encoder_names_the_bad_column_and_row() -> None:
+    prefix = b"\x00\x0c" + bytes(14)
+    cols: list[Any] = [["0x" + "11" * 32], ["0x" + "22" * 20], [None], ["0x1"], ["0x0"],
+                       ["0x5208"], [None], ["0xzz"], [None]]  # fmt: skip
+    with pytest.raises(ValueError, match="input of row 0: not hex"):
+        _rows.tx_rows(prefix, *cols)
+    cols[3] = ["0x" + "1" * 65]
+    with pytest.raises(ValueError, match="value of row 0"):
+        _rows.tx_rows(prefix, *cols)
+    cols[3], cols[0] = ["0x1"], ["0x" + "11" * 31 + " 1"]
+    with pytest.raises(ValueError, match="hash of row 0: not hex"):
+        _rows.tx_rows(prefix, *cols)
+    with pytest.raises(ValueError, match="topics of row 0"):
+        _rows.log_rows(prefix, [0], ["0x" + "11" * 32], ["0x" + "22" * 20], [["0x1"] * 5],
+                       ["0x"])  # fmt: skip
+    with pytest.raises(ValueError, match="rows"):
+        _rows.log_rows(prefix, [0, 1], ["0x" + "11" * 32], ["0x" + "22" * 20], [[]], ["0x"])
+
+
+# -- The differential property: random damage anywhere in a batch
+
+
+def _leaves(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(obj, dict):
+        return [path] + [p for k, v in obj.items() for p in _leaves(v, (*path, k))]
+    if isinstance(obj, list):
+        return [path] + [p for i, v in enumerate(obj) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+def _set(obj: Any, path: tuple[Any, ...], value: Any) -> None:
+    for key in path[:-1]:
+        obj = obj[key]
+    if value is _DELETE:
+        del obj[path[-1]]
+    else:
+        obj[path[-1]] = value
+
+
+_DELETE = object()
+
+
+def _damage(original: Any) -> st.SearchStrategy[Any]:
+    if isinstance(original, bool):
+        return st.sampled_from([not original, None, _DELETE, "true", 1])
+    text = original if isinstance(original, str) else "0x00"
+    return st.sampled_from(
+        [
+            _DELETE, None, True, 0, 1.5, [], {}, "", "0x", "0X" + text[2:], text[2:],
+            text.upper(), text + "0", text + "00", text[:-1], text[:-2], text[:2] + " " + text[3:],
+            text[:2] + "0" + text[2:], text[:2] + "00" + text[2:], text.replace("a", "g"),
+            text[:-2] + "\t0", "-" + text, "0x" + "f" * 65, "0x" + "f" * 64, "0x1_0",
+            "0x" + "0" * 512, h(3), hex(11), "0x" + "11" * 20, text[:-1] + "0", text[:-1] + "1",
+        ]
+    )  # fmt: skip
+
+
+@st.composite
+def damaged_batches(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    count = draw(st.integers(1, 4))
+    start = draw(st.integers(0, 3))
+    results: list[Any] = []
+    logs: list[Any] = []
+    for n in range(start, start + count):
+        txs = draw(st.integers(0, 3))
+        results.append(block_json(n, txs=txs))
+        if txs:
+            k = draw(st.integers(1, 3))
+            logs += [log_json(n, tx_index=min(i, txs - 1), log_index=i) for i in range(k)]
+    results.append(logs)
+    for _ in range(draw(st.integers(0, 3))):
+        leaves = _leaves(results)[1:]
+        if not leaves:
+            break
+        path = draw(st.sampled_from(leaves))
+        node: Any = results
+        for key in path:
+            node = node[key]
+        if isinstance(path[-1], int) and draw(st.booleans()) and len(path) > 1:
+            continue  # keep list shapes sometimes; damage a field instead
+        _set(results, path, draw(_damage(node)))
+    return body_of(results), start, count
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged_batches())
+def test_fast_path_never_accepts_what_the_checked_path_refuses(
+    case: tuple[bytes, int, int],
+) -> None:
+    body, start, count = case
+    got = fast(body, start, count)
+    want = asyncio.run(checked(body, start, count))
+    if got is None:
+        return
+    assert not isinstance(want, Exception), f"fast path accepted what was refused: {want}"
+    assert rows_of(got) == rows_of(want)
