@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import statistics
@@ -192,6 +193,7 @@ def run_indexer(
             spy,
             "record",
             "--nonblocking",
+            "--subprocesses",
             "-r",
             "100",
             "-f",
@@ -346,7 +348,7 @@ def backfill(
 # -- Profile summary (py-spy raw output: "frame;frame;... count" per line)
 
 _CATEGORIES = (
-    "JSON parse (orjson.loads)",
+    "JSON parse (orjson.loads, checked path)",
     "freeing the parsed JSON (RpcClient._send returns)",
     "validation + mapping (chain/evm.py)",
     "RPC bookkeeping (request body, id matching)",
@@ -356,6 +358,10 @@ _CATEGORIES = (
     "psycopg other",
     "event loop / asyncio",
     "other",
+    "fast path: msgspec decode (evm_rows)",
+    "fast path: C row encoder (indexer._rows)",
+    "fast path: identity checks + glue (evm_rows)",
+    "decode pool IPC (pickling, queues, pipes)",
 )
 _MAPPING_FUNCS = {"_map_block", "_map_tx", "_map_log", "_attach_logs", "parse"}
 _source_cache: dict[str, list[str]] = {}
@@ -377,9 +383,24 @@ def _frame(frame: str) -> tuple[str, str, int]:
 
 
 def _category(frames: list[str]) -> str:
-    """Which stage a sample belongs to: decided by the frame nearest the leaf that tells."""
+    """Which stage a sample belongs to: decided by the frame nearest the leaf that tells.
+
+    Samples from decode worker processes are marked "[worker]".
+    """
+    worker = any(_frame(f)[0] == "_process_worker" for f in frames)
+    return ("[worker] " if worker else "") + _stage(frames)
+
+
+def _stage(frames: list[str]) -> str:
     leaf_func, leaf_path, leaf_line = _frame(frames[-1])
-    if "orjson.loads" in _source_line(leaf_path, leaf_line):
+    leaf_source = _source_line(leaf_path, leaf_line)
+    if leaf_path.endswith("chain/evm_rows.py"):
+        if ".decode(" in leaf_source:
+            return _CATEGORIES[10]
+        if "_rows." in leaf_source:
+            return _CATEGORIES[11]
+        return _CATEGORIES[12]
+    if "orjson.loads" in leaf_source:
         return _CATEGORIES[0]
     if leaf_path.endswith("chain/rpc.py") and leaf_func.endswith("batch_parsed"):
         # Its only work after `await self._send(...)` is the callee's frame teardown, which
@@ -388,6 +409,10 @@ def _category(frames: list[str]) -> str:
     for frame in reversed(frames):
         func, path, _ = _frame(frame)
         parts = set(func.replace("<locals>.", "").split("."))
+        if path.endswith("chain/evm_rows.py"):
+            return _CATEGORIES[12]
+        if "multiprocessing/" in path or "concurrent/futures" in path:
+            return _CATEGORIES[13]
         if path.endswith("chain/evm.py") and (
             parts & _MAPPING_FUNCS or any(p.startswith("require") for p in parts)
         ):
@@ -607,6 +632,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("blocks", "transactions", "logs"),
         help="the chain's `store` setting (default: the indexer's)",
     )
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="the chain's `decode_workers` setting(s) (default: the indexer's)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy raw output file (first setting)")
     parser.add_argument("--limits", action="store_true", help="also measure parse/COPY limits")
     parser.add_argument("--json", type=Path, help="write results here")
@@ -614,15 +646,19 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     extra: tuple[tuple[str, Any], ...] = (("store", args.store),) if args.store else ()
     with ReplayNode(Shape(variant=args.variant), head=args.blocks + 10) as node:
-        for batch in args.batch_size:
-            for prefetch in args.prefetch:
-                settings = Settings(batch_size=batch, prefetch_batches=prefetch, extra=extra)
-                result = backfill(node, dsn=args.dsn, blocks=args.blocks, settings=settings)
-                results.append(result)
-                print(orjson.dumps(result).decode(), flush=True)
+        for batch, prefetch, workers in itertools.product(
+            args.batch_size, args.prefetch, args.decode_workers
+        ):
+            more = extra + ((("decode_workers", workers),) if workers is not None else ())
+            settings = Settings(batch_size=batch, prefetch_batches=prefetch, extra=more)
+            result = backfill(node, dsn=args.dsn, blocks=args.blocks, settings=settings)
+            results.append(result)
+            print(orjson.dumps(result).decode(), flush=True)
         if args.profile:
+            workers = args.decode_workers[0]
+            more = extra + ((("decode_workers", workers),) if workers is not None else ())
             settings = Settings(
-                batch_size=args.batch_size[0], prefetch_batches=args.prefetch[0], extra=extra
+                batch_size=args.batch_size[0], prefetch_batches=args.prefetch[0], extra=more
             )
             result = backfill(
                 node, dsn=args.dsn, blocks=args.blocks, settings=settings, profile_path=args.profile

@@ -92,9 +92,9 @@ class ChainConfig(_Model):
     circuit_failures: int = Field(default=5, ge=1)  # consecutive failures that open a circuit
     circuit_cooldown_secs: float = Field(default=30.0, gt=0)  # open this long, then one probe
     endpoint_concurrency: int = Field(default=8, ge=1, le=256)  # requests in flight per URL
-    # evm: processes that decode full batches (transactions/logs) off the event loop;
-    # 0 decodes in the main process.
-    decode_workers: int = Field(default=1, ge=0, le=32)
+    # evm: where full batches (transactions/logs) are decoded: 0 = one decode thread of the
+    # main process (fastest on few cores); N = N worker processes (for cores to spare).
+    decode_workers: int = Field(default=0, ge=0, le=32)
     # electrum: SHA-256 of a server's DER certificate, for self-signed ssl:// servers.
     tls_fingerprints: dict[str, str] = Field(default_factory=dict)
 

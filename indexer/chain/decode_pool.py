@@ -1,15 +1,21 @@
-"""Decoding off the event loop: worker processes for CPU-heavy response decoding.
+"""Decoding off the event loop: a decode thread, or worker processes.
 
 A full EVM batch (blocks with transactions, plus logs) takes milliseconds of CPU per block
-to decode and encode. Run inline, that holds the event loop (HTTP reads, the writer's COPY
-round trips, health checks) for the whole batch; in worker processes it runs on the other
-cores while the main process moves bytes between the nodes and Postgres.
+to decode and encode. Run on the event loop, that holds up everything else (HTTP reads, the
+writer's COPY and commit, health checks) for the whole batch, and Postgres waits for data.
 
-`Decoder(workers=0)` runs the function inline. With workers > 0, a process pool is made on
-first use, its workers started with spawn (fresh interpreters: the parent has threads, and
-each worker must be a direct child so that it can die with it); they import the decoding
-module once. A worker that dies (OOM killer) breaks the pool: the call is run
-inline instead, with a warning, and the next call gets a new pool.
+`Decoder(workers=0)` (the default) decodes on one thread of the main process. The decoder
+holds the GIL, but the event loop gets it back every switch interval (5 ms), so bytes keep
+moving to Postgres and from the nodes while a batch decodes, and nothing is copied between
+processes. Measured on 2 cores (benchmarks/README.md), this beats worker processes, whose
+pickling and pipes cost more CPU per block (~2 ms) than decoding itself (~1.5 ms).
+
+`Decoder(workers=N)` decodes in N worker processes: for machines with cores to spare,
+where one Python thread is the limit. The pool is made on first use, its workers started
+with spawn (fresh interpreters: the parent has threads, and each worker must be a direct
+child so that it can die with it); they import the decoding module once. A worker that
+dies (OOM killer) breaks the pool: the call is run on the decode thread instead, with a
+warning, and the next call gets a new pool.
 
 Workers leave signals to the main process (SIGINT and SIGTERM are ignored: the main process
 shuts the pool down on its way out) and die with it: the kernel kills a worker whose parent
@@ -42,12 +48,22 @@ class Decoder:
         assert workers >= 0
         self.workers = workers
         self._label = label
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    async def run_here(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` on the decode thread (for what does not pickle)."""
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"decode-{self._label}"
+            )
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)`; `fn` and its arguments must pickle when workers > 0."""
         if self.workers == 0:
-            return fn(*args, **kwargs)
+            return await self.run_here(fn, *args, **kwargs)
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.workers,
@@ -65,13 +81,17 @@ class Decoder:
                 self._label,
                 extra={"chain": self._label, "action": "decode_pool_broken"},
             )
-            self.close()
-            return call()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            return await self.run_here(fn, *args, **kwargs)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+            self._thread = None
 
 
 _PR_SET_PDEATHSIG = 1

@@ -377,6 +377,6 @@ class EvmSource:
             # Not in the fast path's form (or wrong): the checked path maps it or says why.
             self.checked_batches += 1
             logger.debug("%s: decoded by the checked path", where)
-            return parse(results_of(raw, ids, calls, endpoint))
+            return await self.decoder.run_here(lambda: parse(results_of(raw, ids, calls, endpoint)))
 
         return await self.rpc.batch_decoded(calls, decode)

@@ -9,11 +9,13 @@ It is the same contract as the checked path in `indexer.chain.evm`, made cheap:
 
 - msgspec decodes the JSON straight into typed structs that hold only the fields we store
   and check (types and shapes checked in C; every other field skipped unparsed);
-- the identity checks (every transaction and log names the block asked for, by number and
-  hash; indexes run 0..n-1; a log's transaction hash is its transaction's; the bloom agrees
-  with the logs) compare the hex strings as the node sent them, a column at a time;
-- `indexer._rows` (C) checks every stored value (0x prefix, hex digits, sizes, quantities
-  of at most 256 bits) and writes the rows.
+- `indexer._rows` (C) walks each block's transactions and logs once: the identity checks
+  (every transaction and log names the block asked for, by number and hash, as the block
+  answer spells them; indexes are the positions 0..n-1; a log's transaction hash is its
+  transaction's; no log is `removed`), then every stored value (0x prefix, hex digits,
+  sizes, quantities of at most 256 bits), written as rows;
+- what is left in Python is per block: its number, header fields, and that the bloom
+  agrees with whether logs came.
 
 It accepts a subset of what the checked path accepts and produces the same rows. Anything
 else (an error item, a null block, a non-canonical quantity, logs out of order, any
@@ -25,6 +27,7 @@ differential test holds the two paths to that.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -89,11 +92,6 @@ _ENVELOPE = msgspec.json.Decoder(list[_Item])
 _BLOCK = msgspec.json.Decoder(_Block)
 _LOGS = msgspec.json.Decoder(list[_Log])
 
-# Canonical hex quantities (what nodes send) for indexes.
-_MAX_INDEX = 1 << 16
-_HEXQ = [hex(i) for i in range(_MAX_INDEX)]
-_HEX_INDEX = {q: i for i, q in enumerate(_HEXQ)}
-
 
 def _int(q: str) -> int:
     if len(q) > 66 or not q.startswith("0x"):
@@ -133,92 +131,63 @@ def _decode(
     for item in answers:
         if item.error is not None or not len(item.result):
             raise _Refused
-    raw_blocks = [_BLOCK.decode(item.result) for item in answers[:count]]
     chain_field = b"\x00\x00\x00\x02" + chain.to_bytes(2, "big")
     prefixes = [chain_field + b"\x00\x00\x00\x08" + n.to_bytes(8, "big")
                 for n in range(start, start + count)]  # fmt: skip
 
+    # One block at a time: its structs are dropped once its rows are written.
+    heads: list[dict[str, Any]] = []
     tx_data: list[bytes] = []
     tx_hashes: list[list[str]] = []
-    for offset, raw in enumerate(raw_blocks):
+    spelled: list[tuple[str, str, bool]] = []  # hash, number as sent; bloom announces logs
+    for offset, item in enumerate(answers[:count]):
+        raw = _BLOCK.decode(item.result)
         if raw.number != hex(start + offset):
             raise _Refused
         txs = raw.transactions
-        hashes = [tx.hash for tx in txs]
-        if txs and (
-            set([tx.block_hash for tx in txs]) != {raw.hash}
-            or set([tx.block_number for tx in txs]) != {raw.number}
-            or [tx.transaction_index for tx in txs] != _HEXQ[: len(txs)]
-        ):
-            raise _Refused
-        tx_hashes.append(hashes)
-        tx_data.append(
-            _rows.tx_rows(
-                b"\x00\x0c" + prefixes[offset],
-                hashes,
-                [tx.from_ for tx in txs],
-                [tx.to for tx in txs],
-                [tx.value for tx in txs],
-                [tx.nonce for tx in txs],
-                [tx.gas for tx in txs],
-                [tx.gas_price for tx in txs],
-                [tx.input for tx in txs],
-                [tx.type for tx in txs],
-            )
+        tx_data.append(_rows.tx_rows(b"\x00\x0c" + prefixes[offset], txs, raw.hash, raw.number))
+        tx_hashes.append([tx.hash for tx in txs])
+        bloom = raw.logs_bloom
+        spelled.append((raw.hash, raw.number, bloom is not None and bloom != _ZERO_BLOOM))
+        base_fee, size, miner = raw.base_fee_per_gas, raw.size, raw.miner
+        heads.append(
+            {
+                "number": start + offset,
+                "hash": _hash(raw.hash, 32),
+                "parent_hash": _hash(raw.parent_hash, 32),
+                "timestamp": _int(raw.timestamp),
+                "tx_count": len(txs),
+                "miner": None if miner is None else _hash(miner, 20),
+                "gas_used": _int(raw.gas_used),
+                "gas_limit": _int(raw.gas_limit),
+                "base_fee_per_gas": None if base_fee is None else _int(base_fee),
+                "size": None if size is None else _int(size),
+            }
         )
+        del raw, txs
 
     log_data = [b""] * count
     log_count = [0] * count
     if with_logs:
         groups: list[list[_Log]] = [[] for _ in range(count)]
-        by_number = {raw.number: offset for offset, raw in enumerate(raw_blocks)}
+        by_number = {number: offset for offset, (_, number, _) in enumerate(spelled)}
         for lg in _LOGS.decode(answers[-1].result):
             groups[by_number[lg.block_number]].append(lg)
-        for offset, (raw, logs) in enumerate(zip(raw_blocks, groups, strict=True)):
-            bloom = raw.logs_bloom
-            if (bloom is not None and bloom != _ZERO_BLOOM) != bool(logs):
+        for offset, ((block_hash, _, bloom_says), logs) in enumerate(
+            zip(spelled, groups, strict=True)
+        ):
+            if bloom_says != bool(logs):
                 raise _Refused  # the bloom and the logs disagree: the checked path says how
-            if not logs:
-                continue
-            tx_indexes = list(map(_HEX_INDEX.__getitem__, [lg.transaction_index for lg in logs]))
-            tx_of_log = [lg.transaction_hash for lg in logs]
-            hashes = tx_hashes[offset]
-            if (
-                [lg.log_index for lg in logs] != _HEXQ[: len(logs)]
-                or set([lg.block_hash for lg in logs]) != {raw.hash}
-                or [hashes[i] for i in tx_indexes] != tx_of_log
-                or any([lg.removed for lg in logs])
-            ):
-                raise _Refused
-            log_count[offset] = len(logs)
-            log_data[offset] = _rows.log_rows(
-                b"\x00\x08" + prefixes[offset],
-                tx_indexes,
-                tx_of_log,
-                [lg.address for lg in logs],
-                [lg.topics for lg in logs],
-                [lg.data for lg in logs],
-            )
+            if logs:
+                log_count[offset] = len(logs)
+                log_data[offset] = _rows.log_rows(
+                    b"\x00\x08" + prefixes[offset], logs, block_hash, tx_hashes[offset]
+                )
 
-    out = []
-    for offset, raw in enumerate(raw_blocks):
-        base_fee, size, miner = raw.base_fee_per_gas, raw.size, raw.miner
-        rows = CopyRows(
-            chain, len(raw.transactions), tx_data[offset], log_count[offset], log_data[offset]
+    return [
+        Block(
+            **head,
+            rows=CopyRows(chain, head["tx_count"], tx_data[i], log_count[i], log_data[i]),
         )
-        out.append(
-            Block(
-                number=start + offset,
-                hash=_hash(raw.hash, 32),
-                parent_hash=_hash(raw.parent_hash, 32),
-                timestamp=_int(raw.timestamp),
-                tx_count=len(raw.transactions),
-                miner=None if miner is None else _hash(miner, 20),
-                gas_used=_int(raw.gas_used),
-                gas_limit=_int(raw.gas_limit),
-                base_fee_per_gas=None if base_fee is None else _int(base_fee),
-                size=None if size is None else _int(size),
-                rows=rows,
-            )
-        )
-    return out
+        for i, head in enumerate(heads)
+    ]

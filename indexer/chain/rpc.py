@@ -377,12 +377,14 @@ class RpcClient:
                 raise errors.SourceError(f"{where}: HTTP {resp.status}")
             if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
                 raise errors.BatchTooLarge(f"{where}: response larger than the cap")
-            raw = bytearray()
+            chunks = []
+            size = 0
             async for chunk in resp.content.iter_chunked(1 << 20):
-                raw += chunk
-                if len(raw) > MAX_RESPONSE_BYTES:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
                     raise errors.BatchTooLarge(f"{where}: response larger than the cap")
-        return bytes(raw)
+        return b"".join(chunks)  # one copy (a growing bytearray copies on every resize)
 
 
 def results_of(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from indexer.chain.evm import EvmSource
 from indexer.chain.rpc import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN
 from indexer.runtime import Runtime
 
@@ -75,8 +76,18 @@ class RuntimeCollector(Collector):
             labels=rpc_labels,
         )  # fmt: skip
 
+        decoded = CounterMetricFamily(
+            "indexer_decoded_batches",
+            "Full EVM batches decoded, by path: fast (msgspec + C encoder) or checked (answers "
+            "the fast path does not take: non-canonical or wrong)",
+            labels=["chain", "path"],
+        )
+
         for chain in rt.chains:
             s = chain.syncer
+            if isinstance(s.source, EvmSource):
+                decoded.add_metric([chain.name, "fast"], s.source.fast_batches)
+                decoded.add_metric([chain.name, "checked"], s.source.checked_batches)
             label = [chain.name]
             if s.head is not None:
                 head.add_metric(label, s.head)
@@ -109,7 +120,7 @@ class RuntimeCollector(Collector):
                 circuit.add_metric(ep_label, _CIRCUIT_VALUES.get(ep.circuit, 0))
         yield from (head, tip, lag, halted, missing, failed, blocks, txs, logs, batches, batch_secs,
                     last_batch, reorgs, deepest, last_depth, last_reorg, rpc_requests, rpc_errors,
-                    rpc_limited, rpc_secs, circuit)  # fmt: skip
+                    rpc_limited, rpc_secs, circuit, decoded)  # fmt: skip
 
         pool = rt.store.pool_stats()
         for key, doc in (

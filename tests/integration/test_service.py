@@ -219,6 +219,10 @@ def test_health_and_metrics(db_url: str, anvil: Any, tmp_path: Path) -> None:
         assert "indexer_db_pool_size" in text and "indexer_process_resident_memory_bytes" in text
         assert 'indexer_rpc_requests_total{chain="dev",endpoint="http://127.0.0.1:' in text
         assert "apikey=***" in text and "CANARY" not in text
+        # anvil's full batches all take the fast path (msgspec + the C row encoder).
+        assert 'indexer_decoded_batches_total{chain="dev",path="checked"} 0.0' in text
+        fast = re.search(r'indexer_decoded_batches_total\{chain="dev",path="fast"\} (\S+)', text)
+        assert fast and float(fast.group(1)) >= 1
         # The shipped Grafana dashboard charts only metrics that are exported.
         board = orjson.loads((REPO / "config" / "grafana-dashboard.json").read_bytes())
         for panel in board["panels"]:

@@ -205,3 +205,44 @@ async def test_store_less(db_url: str, anvil: Any, store: str, tmp_path: Path) -
     path = write_config(tmp_path / "c.toml", db_url, anvil.url, store=store)
     result = run_cli("--config", str(path), "verify", "--against-node")
     assert result.returncode == 0, result.stdout
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_decode_worker_processes_write_the_same_rows_and_die_with_the_daemon(
+    db_url: str, anvil: Any, tmp_path: Path
+) -> None:
+    summary = fill_blocks(anvil, 120, txs_per_block=(1, 4), seed=41)
+    anvil.mine(600)
+    target = 720
+    path = write_config(tmp_path / "c.toml", db_url, anvil.url, batch_size=2,
+                        prefetch_batches=1, decode_workers=2)  # fmt: skip
+    proc = spawn_cli("--config", str(path), "sync", "--to", str(target))
+    try:
+        wait_for(lambda: (checkpoint(db_url) or 0) >= 100, what="backfill under way")
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers  # the pool's processes (and its resource tracker)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)  # no child keeps the daemon's pipes open
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+             what="decode workers to die with the daemon")  # fmt: skip
+    check_invariants(db_url, "dev")
+
+    result = run_cli("--config", str(path), "sync", "--to", str(target))
+    assert result.returncode == errors.EXIT_OK, result.stderr
+    assert check_invariants(db_url, "dev") == target
+    assert_equals_node(db_url, "dev", anvil.url)
+    assert table_counts(db_url)["transactions"] == summary.tx_count

@@ -13,12 +13,14 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexer import _rows, errors
+from indexer.chain import evm_rows
 from indexer.chain.evm import EvmSource
 from indexer.chain.evm_rows import decode_full_batch
 from indexer.chain.rpc import RpcClient, results_of
@@ -210,23 +212,34 @@ async def test_numeric_values_round_trip(value: int) -> None:
     assert rows_of(got)[1][0][6] == value
 
 
-def test_encoder_names_the_bad_column_and_row() -> None:
-    prefix = b"\x00\x0c" + bytes(14)
-    cols: list[Any] = [["0x" + "11" * 32], ["0x" + "22" * 20], [None], ["0x1"], ["0x0"],
-                       ["0x5208"], [None], ["0xzz"], [None]]  # fmt: skip
-    with pytest.raises(ValueError, match="input of row 0: not hex"):
-        _rows.tx_rows(prefix, *cols)
-    cols[3] = ["0x" + "1" * 65]
-    with pytest.raises(ValueError, match="value of row 0"):
-        _rows.tx_rows(prefix, *cols)
-    cols[3], cols[0] = ["0x1"], ["0x" + "11" * 31 + " 1"]
-    with pytest.raises(ValueError, match="hash of row 0: not hex"):
-        _rows.tx_rows(prefix, *cols)
-    with pytest.raises(ValueError, match="topics of row 0"):
-        _rows.log_rows(prefix, [0], ["0x" + "11" * 32], ["0x" + "22" * 20], [["0x1"] * 5],
-                       ["0x"])  # fmt: skip
-    with pytest.raises(ValueError, match="rows"):
-        _rows.log_rows(prefix, [0, 1], ["0x" + "11" * 32], ["0x" + "22" * 20], [[]], ["0x"])
+def test_encoder_names_the_bad_field_and_row() -> None:
+    block = msgspec.convert(block_json(10, txs=2), evm_rows._Block)
+    log = msgspec.convert(log_json(10), evm_rows._Log)
+    hashes = [tx.hash for tx in block.transactions]
+
+    def tx_error(**change: Any) -> str:
+        txs = [msgspec.structs.replace(block.transactions[0], **change), block.transactions[1]]
+        with pytest.raises(ValueError) as info:
+            _rows.tx_rows(b"\x00\x0c" + bytes(14), txs, block.hash, block.number)
+        return str(info.value)
+
+    def log_error(**change: Any) -> str:
+        logs = [msgspec.structs.replace(log, **change)]
+        with pytest.raises(ValueError) as info:
+            _rows.log_rows(b"\x00\x08" + bytes(14), logs, block.hash, hashes)
+        return str(info.value)
+
+    assert tx_error(input="0xzz") == "input of row 0: not hex"
+    assert tx_error(value="0x" + "1" * 65).startswith("value of row 0")
+    assert tx_error(hash="0x" + "11" * 31 + " 1") == "hash of row 0: not hex"
+    assert tx_error(block_hash=h(11)) == "blockHash of row 0: names another block"
+    assert tx_error(transaction_index="0x00").startswith("transactionIndex of row 0")
+    assert tx_error(type="0x8000") == "type of row 0: out of range"
+    assert log_error(topics=["0x1"] * 5).startswith("topics of row 0")
+    assert log_error(log_index="0x1").startswith("logIndex of row 0")
+    assert log_error(transaction_index="0x2").startswith("transactionIndex of row 0")
+    assert log_error(transaction_hash=hashes[1]).startswith("transactionHash of row 0")
+    assert log_error(removed=True) == "removed of row 0: not false"
 
 
 # -- The differential property: random damage anywhere in a batch
