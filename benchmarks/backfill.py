@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ import orjson
 import psycopg
 
 from benchmarks.replay_node import REPO, ReplayChain, ReplayNode, ReplayServer, Shape
+from indexer.chain import evm_rows
 from indexer.chain.evm import EvmSource
 from indexer.config import ChainConfig, DatabaseConfig
 from indexer.models import Block
@@ -472,8 +473,9 @@ def summarise_profile(path: Path, *, wall_secs: float, rate_hz: int = 100) -> di
 class _ReplayRpc:
     """Stands in for `RpcClient` under `EvmSource`: answers from the replay chain in memory.
 
-    Building each answer is not timed; `orjson.loads` of it and `EvmSource`'s own parse
-    (validation and mapping, whatever the indexer does today) are, separately.
+    Building each answer is not timed. Timed separately: `orjson.loads` of it and the
+    checked path's validation and mapping (`batch_parsed`), or the fast path's decode and
+    encode (`batch_decoded`), and msgspec's decode of the same body alone.
     """
 
     def __init__(self, chain: ReplayChain) -> None:
@@ -481,10 +483,10 @@ class _ReplayRpc:
         self.response_bytes = 0
         self.loads_secs = 0.0
         self.map_secs = 0.0
+        self.fast_secs = 0.0
+        self.msgspec_secs = 0.0
 
-    async def batch_parsed(
-        self, calls: Sequence[tuple[str, Sequence[Any]]], parse: Callable[[list[Any]], T]
-    ) -> T:
+    def _body(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> bytes:
         answers = [
             b"".join(
                 self._server._answer(
@@ -495,12 +497,35 @@ class _ReplayRpc:
         ]
         body = b"[" + b",".join(answers) + b"]"
         self.response_bytes += len(body)
+        return body
+
+    async def batch_parsed(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], parse: Callable[[list[Any]], T]
+    ) -> T:
+        body = self._body(calls)
         started = time.perf_counter()
         payload = orjson.loads(body)
         loaded = time.perf_counter()
         results = parse([item["result"] for item in payload])
         self.loads_secs += loaded - started
         self.map_secs += time.perf_counter() - loaded
+        return results
+
+    async def batch_decoded(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        decode: Callable[[bytes, list[int], str], Awaitable[T]],
+    ) -> T:
+        body = self._body(calls)
+        started = time.perf_counter()
+        items = evm_rows._ENVELOPE.decode(body)
+        for item in items[:-1]:
+            evm_rows._BLOCK.decode(item.result)
+        evm_rows._LOGS.decode(items[-1].result)
+        self.msgspec_secs += time.perf_counter() - started
+        started = time.perf_counter()
+        results = await decode(body, list(range(len(calls))), "replay")
+        self.fast_secs += time.perf_counter() - started
         return results
 
 
@@ -578,33 +603,49 @@ def _raw_copy_limit(db_url: str, batch_size: int) -> float:
 
 
 def measure_limits(*, dsn: str, variant: str, blocks: int, settings: Settings) -> dict[str, Any]:
-    """Parse alone, parse + validation/mapping alone, COPY alone, on the same generated data."""
+    """Parse alone, each decode path alone, COPY alone, on the same generated data.
+
+    Full blocks (blocks + transactions + logs) go through both the checked path (orjson +
+    mapping) and the fast path (msgspec + the C row encoder, what sync uses); COPY is
+    measured on the fast path's rows. Other variants have only the checked path.
+    """
     chain = ReplayChain(Shape(variant=variant), head=blocks, cache_bytes=64 << 20)
     rpc = _ReplayRpc(chain)
-    source = EvmSource(_chain_config(settings), rpc)  # type: ignore[arg-type]
+    cfg = _chain_config(settings)
+    checked_source = EvmSource(cfg, rpc)  # type: ignore[arg-type]
+    fast_source = EvmSource(cfg, rpc)  # type: ignore[arg-type]
+    fast_source.bind(1)
+    full = cfg.store != "blocks" and variant == "full"
     batch_size = settings.batch_size
 
-    async def fetch_all() -> list[list[Block]]:
-        return [
-            await source.blocks(s, min(batch_size, blocks - s))
-            for s in range(0, blocks, batch_size)
-        ]
+    async def fetch_all(source: EvmSource) -> list[list[Block]]:
+        try:
+            return [
+                await source.blocks(s, min(batch_size, blocks - s))
+                for s in range(0, blocks, batch_size)
+            ]
+        finally:
+            source.close()
 
-    batches = asyncio.run(fetch_all())
-    rows = sum(1 + len(b.transactions) + len(b.logs) for batch in batches for b in batch)
+    batches = asyncio.run(fetch_all(checked_source))
+    bytes_per_pass = rpc.response_bytes
+    if full:
+        batches = asyncio.run(fetch_all(fast_source))
+        assert fast_source.checked_batches == 0, "the fast path refused the replay chain"
+    rows = sum(1 + b.tx_rows + b.log_rows for batch in batches for b in batch)
     with fresh_database(dsn, "bench_limit") as db_url:
         asyncio.run(migrate(DatabaseConfig(url=db_url)))
         copy = asyncio.run(_copy_limit(db_url, batches))
         raw_secs = _raw_copy_limit(db_url, batch_size)
     parse_map = rpc.loads_secs + rpc.map_secs
-    return {
+    out: dict[str, Any] = {
         "variant": variant,
         "settings": settings.label(),
         "blocks": blocks,
         "rows": rows,
-        "response_kb_per_block": round(rpc.response_bytes / blocks / 1e3, 1),
+        "response_kb_per_block": round(bytes_per_pass / blocks / 1e3, 1),
         "parse_blocks_per_sec": round(blocks / rpc.loads_secs),
-        "parse_mb_per_sec": round(rpc.response_bytes / rpc.loads_secs / 1e6),
+        "parse_mb_per_sec": round(bytes_per_pass / rpc.loads_secs / 1e6),
         "map_only_blocks_per_sec": round(blocks / rpc.map_secs),
         "parse_map_blocks_per_sec": round(blocks / parse_map),
         "copy_blocks_per_sec": round(blocks / copy["secs"]),
@@ -612,9 +653,15 @@ def measure_limits(*, dsn: str, variant: str, blocks: int, settings: Settings) -
         "copy_client_cpu_share": round(copy["client_cpu"] / copy["secs"], 2),
         "raw_copy_blocks_per_sec": round(blocks / raw_secs),
         "raw_copy_rows_per_sec": round(rows / raw_secs),
-        # One Python process doing it all serially: parse + map + COPY adaptation CPU.
-        "one_core_model_blocks_per_sec": round(blocks / (parse_map + copy["client_cpu"])),
     }
+    decode_secs = parse_map
+    if full:
+        out["msgspec_blocks_per_sec"] = round(blocks / rpc.msgspec_secs)
+        out["fast_blocks_per_sec"] = round(blocks / rpc.fast_secs)
+        decode_secs = rpc.fast_secs
+    # One Python thread doing it all serially: what sync decodes with + COPY client CPU.
+    out["one_core_model_blocks_per_sec"] = round(blocks / (decode_secs + copy["client_cpu"]))
+    return out
 
 
 # -- Command line

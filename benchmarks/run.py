@@ -74,7 +74,7 @@ FULL_PLAN = Plan(
     blocks_only_blocks=100_000,
     blocks_only_settings=((500, 4), (2016, 4)),
     full_blocks=2000,
-    full_settings=((50, 4), (100, 4), (100, 8), (200, 4)),
+    full_settings=((50, 4), (100, 2), (100, 4), (200, 2)),
     profile_blocks=1500,
     limit_header_blocks=50_000,
     limit_full_blocks=600,
@@ -183,6 +183,19 @@ def run_suite(plan: Plan, dsn: str, only: set[str]) -> dict[str, Any]:
         ),
     )
     step("full", lambda: _sweep(dsn, "full", plan.full_blocks, plan.full_settings))
+
+    def full_workers() -> list[dict[str, Any]]:
+        """The same, decoded in worker processes instead of the decode thread."""
+        full = out.get("full")
+        chosen = _settings_of(_best(full)) if isinstance(full, list) else Settings()
+        return _sweep(dsn, "full", plan.full_blocks,
+                      ((chosen.batch_size, chosen.prefetch_batches),),
+                      (("decode_workers", 1),)) + _sweep(
+                          dsn, "full", plan.full_blocks,
+                          ((chosen.batch_size, chosen.prefetch_batches),),
+                          (("decode_workers", 2),))  # fmt: skip
+
+    step("full_workers", full_workers)
 
     def profile() -> dict[str, Any]:
         full = out.get("full")
@@ -340,6 +353,7 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         ("headers", "backfill header-only (0 tx)", TARGET_HEADERS),
         ("blocks_only", "backfill mainnet, store=blocks", TARGET_HEADERS),
         ("full", "backfill mainnet, full", TARGET_FULL),
+        ("full_workers", "backfill mainnet, full, decode processes", TARGET_FULL),
     ):
         runs = results.get(name)
         if not isinstance(runs, list):
@@ -364,19 +378,32 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if isinstance(limits, list):
         for lim, name in zip(limits, ("headers", "blocks_only", "full"), strict=False):
             add(
-                f"limit {name}: JSON parse alone",
+                f"limit {name}: JSON parse alone (orjson)",
                 lim["settings"],
                 lim["parse_blocks_per_sec"],
                 f"blocks/s ({lim['parse_mb_per_sec']} MB/s)",
             )
             add(
-                f"limit {name}: parse + validation/mapping",
+                f"limit {name}: checked path (orjson + validation/mapping)",
                 "",
                 lim["parse_map_blocks_per_sec"],
                 "blocks/s, one core",
             )
+            if "fast_blocks_per_sec" in lim:
+                add(
+                    f"limit {name}: msgspec decode alone",
+                    "",
+                    lim["msgspec_blocks_per_sec"],
+                    "blocks/s, one core",
+                )
+                add(
+                    f"limit {name}: fast path (msgspec + C rows, checks included)",
+                    "",
+                    lim["fast_blocks_per_sec"],
+                    "blocks/s, one core",
+                )
             add(
-                f"limit {name}: COPY (psycopg write_row)",
+                f"limit {name}: COPY (the writer's copy_rows)",
                 "",
                 lim["copy_blocks_per_sec"],
                 f"blocks/s = {lim['copy_rows_per_sec']:,d} rows/s",
