@@ -20,7 +20,7 @@ from typing import Any
 
 from indexer import errors, redact
 from indexer.chain.decode_pool import Decoder
-from indexer.chain.evm_rows import decode_full_batch
+from indexer.chain.evm_rows import decode_full_batch, decode_hashes_batch
 from indexer.chain.rpc import RpcClient, results_of
 from indexer.config import ChainConfig
 from indexer.models import Block, BlockRef, Log, Tx
@@ -363,20 +363,26 @@ class EvmSource:
             return _attach_logs(fields, [h for _, h in mapped], results[-1], where=where)
 
         chain = self.store_chain
-        if not full or chain is None:
+        if chain is None:  # not bound to a store (tests, tools): the checked path only
             return await self.rpc.batch_parsed(calls, parse)
 
-        async def decode(raw: bytes, ids: list[int], endpoint: str) -> list[Block]:
-            blocks = await self.decoder.run(
-                decode_full_batch, raw, ids, start=start, count=count, chain=chain,
-                with_logs=with_logs,
-            )  # fmt: skip
-            if blocks is not None:
-                self.fast_batches += 1
-                return blocks
+        async def checked(raw: bytes, ids: list[int], endpoint: str) -> list[Block]:
             # Not in the fast path's form (or wrong): the checked path maps it or says why.
             self.checked_batches += 1
             logger.debug("%s: decoded by the checked path", where)
             return await self.decoder.run_here(lambda: parse(results_of(raw, ids, calls, endpoint)))
+
+        async def decode(raw: bytes, ids: list[int], endpoint: str) -> list[Block]:
+            if full:
+                blocks = await self.decoder.run(
+                    decode_full_batch, raw, ids, start=start, count=count, chain=chain,
+                    with_logs=with_logs,
+                )  # fmt: skip
+            else:
+                blocks = await self.decoder.run_here(decode_hashes_batch, raw, ids, start=start)
+            if blocks is None:
+                return await checked(raw, ids, endpoint)
+            self.fast_batches += 1
+            return blocks
 
         return await self.rpc.batch_decoded(calls, decode)

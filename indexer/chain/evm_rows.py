@@ -27,6 +27,7 @@ differential test holds the two paths to that.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -70,6 +71,21 @@ class _Block(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     transactions: list[_Tx]
 
 
+class _HashesBlock(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+    """A block asked with transaction hashes only (`store = "blocks"`)."""
+
+    number: str
+    hash: str
+    parent_hash: str
+    timestamp: str
+    miner: str | None = None
+    gas_used: str
+    gas_limit: str
+    base_fee_per_gas: str | None = None
+    size: str | None = None
+    transactions: list[str]
+
+
 class _Log(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     block_hash: str
     block_number: str
@@ -90,6 +106,7 @@ class _Item(msgspec.Struct):
 
 _ENVELOPE = msgspec.json.Decoder(list[_Item])
 _BLOCK = msgspec.json.Decoder(_Block)
+_HASHES_BLOCK = msgspec.json.Decoder(_HashesBlock)
 _LOGS = msgspec.json.Decoder(list[_Log])
 
 
@@ -108,6 +125,59 @@ def _hash(h: str, size: int) -> bytes:
     return out
 
 
+def _head(raw: _Block | _HashesBlock, number: int) -> dict[str, Any]:
+    """A `Block`'s header fields (`number` already checked against the answer)."""
+    base_fee, size, miner = raw.base_fee_per_gas, raw.size, raw.miner
+    return {
+        "number": number,
+        "hash": _hash(raw.hash, 32),
+        "parent_hash": _hash(raw.parent_hash, 32),
+        "timestamp": _int(raw.timestamp),
+        "tx_count": len(raw.transactions),
+        "miner": None if miner is None else _hash(miner, 20),
+        "gas_used": _int(raw.gas_used),
+        "gas_limit": _int(raw.gas_limit),
+        "base_fee_per_gas": None if base_fee is None else _int(base_fee),
+        "size": None if size is None else _int(size),
+    }
+
+
+def decode_hashes_batch(body: bytes, ids: Sequence[int], *, start: int) -> list[Block] | None:
+    """`store = "blocks"`: headers, transactions as hashes (checked, counted, not kept)."""
+    try:
+        blocks = []
+        for offset, item in enumerate(_answers(body, ids, len(ids))):
+            raw = _HASHES_BLOCK.decode(item.result)
+            hashes = raw.transactions
+            if raw.number != hex(start + offset) or (
+                hashes
+                and (
+                    set(map(len, hashes)) != {66}
+                    or not all(map(str.startswith, hashes, repeat("0x")))
+                )
+            ):
+                return None
+            blocks.append(Block(**_head(raw, start + offset)))
+        return blocks
+    except (_Refused, msgspec.DecodeError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _answers(body: bytes, ids: Sequence[int], expected: int) -> list[_Item]:
+    """The batch's items in request order; each a result (no error, no gap)."""
+    items = _ENVELOPE.decode(body)
+    if len(items) != len(ids) or len(ids) != expected:
+        raise _Refused
+    by_id = {item.id: item for item in items}
+    if len(by_id) != len(items):
+        raise _Refused
+    answers = [by_id[i] for i in ids]  # KeyError: an id not answered
+    for item in answers:
+        if item.error is not None or not len(item.result):
+            raise _Refused
+    return answers
+
+
 def decode_full_batch(
     body: bytes, ids: Sequence[int], *, start: int, count: int, chain: int, with_logs: bool
 ) -> list[Block] | None:
@@ -121,16 +191,7 @@ def decode_full_batch(
 def _decode(
     body: bytes, ids: Sequence[int], *, start: int, count: int, chain: int, with_logs: bool
 ) -> list[Block]:
-    items = _ENVELOPE.decode(body)
-    if len(items) != len(ids) or len(ids) != count + with_logs:
-        raise _Refused
-    by_id = {item.id: item for item in items}
-    if len(by_id) != len(items):
-        raise _Refused
-    answers = [by_id[i] for i in ids]  # KeyError: an id not answered
-    for item in answers:
-        if item.error is not None or not len(item.result):
-            raise _Refused
+    answers = _answers(body, ids, count + with_logs)
     chain_field = b"\x00\x00\x00\x02" + chain.to_bytes(2, "big")
     prefixes = [chain_field + b"\x00\x00\x00\x08" + n.to_bytes(8, "big")
                 for n in range(start, start + count)]  # fmt: skip
@@ -149,21 +210,7 @@ def _decode(
         tx_hashes.append([tx.hash for tx in txs])
         bloom = raw.logs_bloom
         spelled.append((raw.hash, raw.number, bloom is not None and bloom != _ZERO_BLOOM))
-        base_fee, size, miner = raw.base_fee_per_gas, raw.size, raw.miner
-        heads.append(
-            {
-                "number": start + offset,
-                "hash": _hash(raw.hash, 32),
-                "parent_hash": _hash(raw.parent_hash, 32),
-                "timestamp": _int(raw.timestamp),
-                "tx_count": len(txs),
-                "miner": None if miner is None else _hash(miner, 20),
-                "gas_used": _int(raw.gas_used),
-                "gas_limit": _int(raw.gas_limit),
-                "base_fee_per_gas": None if base_fee is None else _int(base_fee),
-                "size": None if size is None else _int(size),
-            }
-        )
+        heads.append(_head(raw, start + offset))
         del raw, txs
 
     log_data = [b""] * count

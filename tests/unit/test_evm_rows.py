@@ -319,3 +319,67 @@ def test_fast_path_never_accepts_what_the_checked_path_refuses(
         return
     assert not isinstance(want, Exception), f"fast path accepted what was refused: {want}"
     assert rows_of(got) == rows_of(want)
+
+
+# -- store = "blocks": headers with transaction hashes
+
+BLOCKS_CFG = ChainConfig(
+    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, store="blocks"
+)
+
+
+def hashes_block(n: int, txs: int) -> dict[str, Any]:
+    block = block_json(n, txs=txs)
+    block["transactions"] = [tx["hash"] for tx in block["transactions"]]
+    return block
+
+
+async def checked_hashes(body: bytes, start: int, count: int) -> list[Block] | Exception:
+    src = EvmSource(BLOCKS_CFG, cast(RpcClient, RawRpc(body)))
+    try:
+        return await src.blocks(start, count)
+    except (errors.ResponseCorrupted, errors.RpcError) as exc:
+        return exc
+
+
+async def test_hashes_mode_takes_the_fast_path_when_bound() -> None:
+    body = body_of([hashes_block(n, txs=n % 3) for n in range(5, 9)])
+    src = EvmSource(BLOCKS_CFG, cast(RpcClient, RawRpc(body)))
+    src.bind(CHAIN)
+    got = await src.blocks(5, 4)
+    want = await checked_hashes(body, 5, 4)
+    assert src.fast_batches == 1 and not isinstance(want, Exception)
+    assert got == want and [b.tx_count for b in got] == [2, 0, 1, 2]
+
+
+@st.composite
+def damaged_hash_batches(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    count = draw(st.integers(1, 4))
+    start = draw(st.integers(0, 3))
+    results: list[Any] = [
+        hashes_block(n, draw(st.integers(0, 3))) for n in range(start, start + count)
+    ]
+    for _ in range(draw(st.integers(0, 3))):
+        leaves = _leaves(results)[1:]
+        if not leaves:
+            break
+        path = draw(st.sampled_from(leaves))
+        node: Any = results
+        for key in path:
+            node = node[key]
+        _set(results, path, draw(_damage(node)))
+    return body_of(results), start, count
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged_hash_batches())
+def test_hashes_fast_path_never_accepts_what_the_checked_path_refuses(
+    case: tuple[bytes, int, int],
+) -> None:
+    body, start, count = case
+    got = evm_rows.decode_hashes_batch(body, list(range(count)), start=start)
+    want = asyncio.run(checked_hashes(body, start, count))
+    if got is None:
+        return
+    assert not isinstance(want, Exception), f"fast path accepted what was refused: {want}"
+    assert got == want
