@@ -47,4 +47,4 @@ bench: venv anvil electrumx
 	INDEXER_TEST_DSN="$$(PY=$(PY) scripts/ensure-postgres.sh)" $(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .demo .pytest_cache .mypy_cache .ruff_cache indexer/*.so

@@ -48,7 +48,14 @@ def _python310() -> str | None:
     pyenv = Path.home() / ".pyenv" / "versions"
     if pyenv.is_dir():
         candidates += [str(p / "bin" / "python") for p in sorted(pyenv.glob("3.10*"))]
-    return next((c for c in candidates if c and Path(c).exists()), None)
+    check = "import sys; sys.exit(sys.version_info[:2] != (3, 10))"
+    for candidate in candidates:
+        # A pyenv shim exists even when no 3.10 is selected: ask the interpreter itself.
+        if candidate and Path(candidate).exists():
+            probe = subprocess.run([candidate, "-c", check], capture_output=True, check=False)
+            if probe.returncode == 0:
+                return candidate
+    return None
 
 
 def ensure_etl() -> Path | None:
