@@ -57,7 +57,7 @@ class _Tx(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     type: str | None = None
 
 
-class _Block(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+class _Header(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     number: str
     hash: str
     parent_hash: str
@@ -67,22 +67,18 @@ class _Block(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     gas_limit: str
     base_fee_per_gas: str | None = None
     size: str | None = None
+
+
+class _Block(_Header, kw_only=True, gc=False):
+    """A block asked with full transactions."""
+
     logs_bloom: str | None = None
     transactions: list[_Tx]
 
 
-class _HashesBlock(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+class _HashesBlock(_Header, kw_only=True, gc=False):
     """A block asked with transaction hashes only (`store = "blocks"`)."""
 
-    number: str
-    hash: str
-    parent_hash: str
-    timestamp: str
-    miner: str | None = None
-    gas_used: str
-    gas_limit: str
-    base_fee_per_gas: str | None = None
-    size: str | None = None
     transactions: list[str]
 
 

@@ -293,6 +293,12 @@ def damaged_batches(draw: st.DrawFn) -> tuple[bytes, int, int]:
             k = draw(st.integers(1, 3))
             logs += [log_json(n, tx_index=min(i, txs - 1), log_index=i) for i in range(k)]
     results.append(logs)
+    _damage_some(draw, results, keep_lists=True)
+    return body_of(results), start, count
+
+
+def _damage_some(draw: st.DrawFn, results: list[Any], *, keep_lists: bool) -> None:
+    """Damage up to 3 random places of `results` (fields, list items, whole answers)."""
     for _ in range(draw(st.integers(0, 3))):
         leaves = _leaves(results)[1:]
         if not leaves:
@@ -301,10 +307,9 @@ def damaged_batches(draw: st.DrawFn) -> tuple[bytes, int, int]:
         node: Any = results
         for key in path:
             node = node[key]
-        if isinstance(path[-1], int) and draw(st.booleans()) and len(path) > 1:
+        if keep_lists and isinstance(path[-1], int) and len(path) > 1 and draw(st.booleans()):
             continue  # keep list shapes sometimes; damage a field instead
         _set(results, path, draw(_damage(node)))
-    return body_of(results), start, count
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -359,15 +364,7 @@ def damaged_hash_batches(draw: st.DrawFn) -> tuple[bytes, int, int]:
     results: list[Any] = [
         hashes_block(n, draw(st.integers(0, 3))) for n in range(start, start + count)
     ]
-    for _ in range(draw(st.integers(0, 3))):
-        leaves = _leaves(results)[1:]
-        if not leaves:
-            break
-        path = draw(st.sampled_from(leaves))
-        node: Any = results
-        for key in path:
-            node = node[key]
-        _set(results, path, draw(_damage(node)))
+    _damage_some(draw, results, keep_lists=False)
     return body_of(results), start, count
 
 
