@@ -379,7 +379,7 @@ class RpcClient:
                 raise errors.BatchTooLarge(f"{where}: response larger than the cap")
             chunks = []
             size = 0
-            async for chunk in resp.content.iter_chunked(1 << 20):
+            async for chunk in resp.content.iter_any():  # as received: no re-chunking copy
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:

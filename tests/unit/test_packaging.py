@@ -1,4 +1,5 @@
-"""A plain `pip install .` finds the migrations and named queries (INTERFACE: `indexer migrate`)."""
+"""A plain `pip install .` finds the migrations and named queries (INTERFACE: `indexer migrate`)
+and the compiled row encoder of the EVM fast path."""
 
 from __future__ import annotations
 
@@ -21,3 +22,6 @@ def test_wheel_ships_migrations_and_queries(tmp_path: Path) -> None:
     for migration in sorted((REPO / "migrations").glob("*.sql")):
         assert f"indexer/migrations/{migration.name}" in names
     assert "indexer/store/queries.sql" in names
+    # The C extension is built into the wheel (a platform wheel, not a pure-Python one).
+    assert any(n.startswith("indexer/_rows.") and n.endswith(".so") for n in names), names
+    assert "-py3-none-any" not in wheel.name
