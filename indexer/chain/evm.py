@@ -233,11 +233,12 @@ class EvmSource:
         self.rpc = rpc
         self.label = cfg.name
         # The store's id of this chain, once bound: full batches then take the fast path
-        # (`evm_rows`), which encodes the rows for it. Unbound, every batch is mapped.
+        # (`evm_rows`), which encodes the rows for it. Unbound, every batch takes the checked
+        # path.
         self.store_chain: int | None = None
         self.decoder = Decoder(cfg.decode_workers, label=cfg.name)
         self.fast_batches = 0
-        self.checked_batches = 0  # full batches the fast path left to the checked path
+        self.checked_batches = 0  # batches the fast path left to the checked path
 
     def bind(self, store_chain: int) -> None:
         self.store_chain = store_chain
