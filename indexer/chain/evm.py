@@ -232,9 +232,9 @@ class EvmSource:
         self.cfg = cfg
         self.rpc = rpc
         self.label = cfg.name
-        # The store's id of this chain, once bound: full batches then take the fast path
-        # (`evm_rows`), which encodes the rows for it. Unbound, every batch takes the checked
-        # path.
+        # The store's id of this chain, once bound: batches then take the fast path
+        # (`evm_rows`), which encodes full batches' rows for it. Unbound, every batch takes
+        # the checked path.
         self.store_chain: int | None = None
         self.decoder = Decoder(cfg.decode_workers, label=cfg.name)
         self.fast_batches = 0
