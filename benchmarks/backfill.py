@@ -111,6 +111,18 @@ def write_config(path: Path, *, db_url: str, node_url: str, settings: Settings) 
     return path
 
 
+def steady_rate(
+    blocks: int, *, wall: float, started_at: float, first_block_at: float | None
+) -> tuple[float, float]:
+    """(start-up secs, blocks/s after it) of a run that began at `started_at` (unix time).
+
+    Start-up (imports, migrations check, connections, chain id) lasts until the first block
+    request reaches the node; the rate after it is the pipeline's own.
+    """
+    startup = max(0.0, (first_block_at or started_at) - started_at)
+    return startup, blocks / (wall - startup)
+
+
 # -- Watching a process
 
 
@@ -315,10 +327,9 @@ def backfill(
     watch: Watch = run.pop("watch")
     assert rows["blocks"] == blocks, rows
     wall = run["wall_secs"]
-    # Start-up (imports, migrations check, connections, chain id): until the first block
-    # request reaches the node. The rate after it is the pipeline's own.
-    startup = max(0.0, (node_stats["first_block_at"] or run["started_at"]) - run["started_at"])
-    steady = blocks / (wall - startup)
+    startup, steady = steady_rate(
+        blocks, wall=wall, started_at=run["started_at"], first_block_at=node_stats["first_block_at"]
+    )
     per_block = {k: v / blocks for k, v in rows.items()}
     result: dict[str, Any] = {
         "variant": node.shape.variant,

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from benchmarks.backfill import steady_rate
 from benchmarks.replay_node import REPO, ReplayNode, Shape
 
 ETL_VERSION = "2.4.2"
@@ -115,8 +116,9 @@ def export(
         rows = {"blocks": _lines(out_blocks), "transactions": _lines(out_txs)}
     stats = node.stats()
     assert rows["blocks"] == blocks, rows
-    startup = max(0.0, (stats["first_block_at"] or started_at) - started_at)
-    steady = blocks / (wall - startup)
+    startup, steady = steady_rate(
+        blocks, wall=wall, started_at=started_at, first_block_at=stats["first_block_at"]
+    )
     return {
         "tool": f"ethereum-etl {ETL_VERSION}",
         "settings": f"batch {batch_size}, workers {workers}",

@@ -57,8 +57,7 @@ class CopyRows:
     """
 
     chain: int
-    tx_count: int
-    tx_data: bytes
+    tx_data: bytes  # every one of the block's `tx_count` transactions
     log_count: int
     log_data: bytes
 
@@ -89,7 +88,7 @@ class Block:
     @property
     def tx_rows(self) -> int:
         """Transaction rows this block writes."""
-        return self.rows.tx_count if self.rows is not None else len(self.transactions)
+        return self.tx_count if self.rows is not None else len(self.transactions)
 
     @property
     def log_rows(self) -> int:

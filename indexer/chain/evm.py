@@ -7,6 +7,11 @@ at the same moment. Every response is untrusted: the `require_*` helpers check s
 transaction and log names that block. Anything off raises `ResponseCorrupted` and nothing of
 the batch is returned.
 
+That mapping is the checked path. A source bound to the store (`bind`) first hands the raw
+answer to the fast path (`evm_rows`: msgspec + the C row encoder, same checks, same rows),
+on the decode thread or worker processes, and falls back to the checked path for whatever
+the fast path does not take.
+
 Why not web3's provider here: see ARCHITECTURE.md (the hot path needs batches that mix
 methods, one endpoint per batch and our own validation; measured 2.3x faster).
 """

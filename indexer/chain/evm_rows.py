@@ -230,7 +230,7 @@ def _decode(
     return [
         Block(
             **head,
-            rows=CopyRows(chain, head["tx_count"], tx_data[i], log_count[i], log_data[i]),
+            rows=CopyRows(chain, tx_data[i], log_count[i], log_data[i]),
         )
         for i, head in enumerate(heads)
     ]

@@ -30,7 +30,8 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
@@ -259,17 +260,10 @@ def postgres(pgdata: Path, env: Mapping[str, str]) -> Iterator[tuple[str, Path |
 
 
 @contextlib.contextmanager
-def background_traffic(url: str, *, interval_secs: float, seed: int) -> Iterator[None]:
-    """Run `traffic.run_forever` in a thread; stop and join it on exit."""
+def _in_background(name: str, run: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Run `run(stop)` in a daemon thread; set `stop` and join the thread on exit."""
     stop = threading.Event()
-
-    def run() -> None:
-        try:
-            traffic.run_forever(url, interval_secs=interval_secs, stop_event=stop, seed=seed)
-        except Exception:
-            logger.exception("traffic stopped on an error", extra={"action": "traffic"})
-
-    thread = threading.Thread(target=run, name="demo-traffic", daemon=True)
+    thread = threading.Thread(target=run, args=(stop,), name=name, daemon=True)
     thread.start()
     try:
         yield
@@ -278,16 +272,26 @@ def background_traffic(url: str, *, interval_secs: float, seed: int) -> Iterator
         thread.join(timeout=30)
 
 
-@contextlib.contextmanager
-def background_reorgs(url: str, *, every_secs: float, seed: int) -> Iterator[None]:
+def background_traffic(url: str, *, interval_secs: float, seed: int) -> ContextManager[None]:
+    """Run `traffic.run_forever` in a thread; stop and join it on exit."""
+
+    def run(stop: threading.Event) -> None:
+        try:
+            traffic.run_forever(url, interval_secs=interval_secs, stop_event=stop, seed=seed)
+        except Exception:
+            logger.exception("traffic stopped on an error", extra={"action": "traffic"})
+
+    return _in_background("demo-traffic", run)
+
+
+def background_reorgs(url: str, *, every_secs: float, seed: int) -> ContextManager[None]:
     """Now and then replace the top 3-6 blocks with a new branch holding a transaction.
 
     The point of the demo: a newcomer sees the indexer detect the reorg, find the fork point
     and roll back, in its output and in the `reorgs` table. `every_secs` 0 disables it.
     """
-    stop = threading.Event()
 
-    def run() -> None:
+    def run(stop: threading.Event) -> None:
         rng = random.Random(seed)
         with anvil.RpcClient(url) as client:
             while not stop.wait(every_secs):
@@ -310,15 +314,8 @@ def background_reorgs(url: str, *, every_secs: float, seed: int) -> Iterator[Non
                 )
 
     if every_secs <= 0:
-        yield
-        return
-    thread = threading.Thread(target=run, name="demo-reorgs", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+        return contextlib.nullcontext()
+    return _in_background("demo-reorgs", run)
 
 
 # -- Config and banner

@@ -258,7 +258,7 @@ async def copy_rows(cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[
     encoded = [b.rows for b in blocks if b.rows is not None]
     if any(r.chain != chain for r in encoded):
         raise errors.StoreError(f"rows encoded for another chain id than {chain}; not written")
-    if any(r.tx_count for r in encoded):
+    if any(r.tx_data for r in encoded):
         async with cur.copy(Q["copy_transactions"]) as copy:
             await copy.write(b"".join([_COPY_HEADER, *(r.tx_data for r in encoded), _COPY_TRAILER]))
     if any(r.log_count for r in encoded):

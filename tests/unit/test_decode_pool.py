@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 
 import pytest
@@ -29,6 +30,7 @@ async def test_default_decodes_on_a_thread_of_this_process() -> None:
     finally:
         decoder.close()
     assert (pid, value) == (os.getpid(), 42) and thread.startswith("decode-t")
+    assert sys.getswitchinterval() <= 0.001  # the event loop gets the GIL back sooner
 
 
 async def test_workers_decode_in_other_processes() -> None:

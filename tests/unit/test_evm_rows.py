@@ -106,7 +106,8 @@ def rows_of(blocks: Sequence[Block]) -> tuple[list[Any], list[Any], list[Any]]:
         if b.rows is not None:
             txs += read_rows(b.rows.tx_data, TX_TYPES)
             logs += read_rows(b.rows.log_data, LOG_TYPES)
-            assert b.rows.tx_count == b.tx_count and b.rows.log_count == b.log_rows
+            assert len(read_rows(b.rows.tx_data, TX_TYPES)) == b.tx_count
+            assert len(read_rows(b.rows.log_data, LOG_TYPES)) == b.rows.log_count
             continue
         txs += [(CHAIN, t.block_number, t.tx_index, t.hash, t.from_address, t.to_address,
                  t.value, t.nonce, t.gas, t.gas_price, t.input, t.type)
