@@ -73,6 +73,19 @@ class ResponseCorrupted(SourceError):
     """Chain source answered with malformed or inconsistent data."""
 
 
+class InvalidHeader(ResponseCorrupted):
+    """A block header fails validation (the server that sent it is faulty or lying)."""
+
+    def __init__(self, height: int, reason: str) -> None:
+        self.height = height
+        self.reason = reason
+        super().__init__(f"header {height:,d}: {reason}", height=height, reason=reason)
+
+
+class CertificateMismatch(SourceError):
+    """The server's TLS certificate does not match the pinned fingerprint."""
+
+
 # -- Chain validation
 
 
@@ -86,6 +99,10 @@ class ReorgDetected(ChainValidationError):
 
 class BrokenBatch(ChainValidationError):
     """A fetched batch is not internally linked (the node changed while answering)."""
+
+
+class NeighbourMismatch(ChainValidationError):
+    """A repaired range no longer links to its stored neighbour (a reorg happened)."""
 
 
 class ReorgNotConfirmed(ChainValidationError):

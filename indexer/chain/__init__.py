@@ -34,9 +34,6 @@ class ChainSource(Protocol):
     async def blocks(self, start: int, count: int) -> list[Block]:
         """Blocks `start` .. `start + count - 1` with their child rows, in order."""
 
-    async def block_ref(self, number: int) -> BlockRef:
-        """The node's canonical block at `number` (hash only)."""
-
     async def hashes(
         self, numbers: Sequence[int], *, alternate: bool = False
     ) -> dict[int, bytes | None]:

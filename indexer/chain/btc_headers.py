@@ -24,7 +24,7 @@ As strict as the Electrum wallet's `blockchain.py` (`verify_header`, `verify_chu
 Not checked, as in Electrum: timestamps against the median of the last 11 blocks or the clock,
 and the version floors of BIP34/65/66 (they need more context than a header chunk carries).
 
-Why `InvalidHeader` is a `ResponseCorrupted` and not a `ChainValidationError`: a header that
+Why `errors.InvalidHeader` is a `ResponseCorrupted` and not a `ChainValidationError`: a header that
 fails these checks cannot be part of any valid chain, whatever reorg happened, so the server
 that sent it is faulty or lying. As `ResponseCorrupted` it counts against that server and the
 request fails over to the next one (`electrum_servers`); `ChainValidationError` is for valid
@@ -45,15 +45,6 @@ RETARGET_INTERVAL = 2016  # blocks per difficulty period
 TARGET_TIMESPAN_SECS = 14 * 24 * 60 * 60  # two weeks
 TARGET_SPACING_SECS = 10 * 60
 NULL_HASH = bytes(32)
-
-
-class InvalidHeader(errors.ResponseCorrupted):
-    """A block header fails validation."""
-
-    def __init__(self, height: int, reason: str) -> None:
-        self.height = height
-        self.reason = reason
-        super().__init__(f"header {height:,d}: {reason}", height=height, reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +124,9 @@ def double_sha256(data: bytes) -> bytes:
 
 
 def parse_header(raw: bytes, *, height: int) -> Header:
-    """Parse one serialized header; raise `InvalidHeader` unless it is 80 bytes."""
+    """Parse one serialized header; raise `errors.InvalidHeader` unless it is 80 bytes."""
     if len(raw) != HEADER_SIZE:
-        raise InvalidHeader(height, f"a header is {HEADER_SIZE} bytes, got {len(raw)}")
+        raise errors.InvalidHeader(height, f"a header is {HEADER_SIZE} bytes, got {len(raw)}")
     (version,) = struct.unpack_from("<i", raw, 0)
     timestamp, bits, nonce = struct.unpack_from("<III", raw, 68)
     return Header(
@@ -155,20 +146,20 @@ def parse_header(raw: bytes, *, height: int) -> Header:
 
 
 def bits_to_target(network: Network, bits: int, *, height: int) -> int:
-    """Decode `bits`; raise `InvalidHeader` for what `CheckProofOfWork` refuses."""
+    """Decode `bits`; raise `errors.InvalidHeader` for what `CheckProofOfWork` refuses."""
     if not 0 <= bits <= 0xFFFFFFFF:
-        raise InvalidHeader(height, f"bits {bits!r} is not a uint32")
+        raise errors.InvalidHeader(height, f"bits {bits!r} is not a uint32")
     size = bits >> 24
     word = bits & 0x007FFFFF
     target = word >> 8 * (3 - size) if size <= 3 else word << 8 * (size - 3)
     if word and bits & 0x00800000:
-        raise InvalidHeader(height, f"bits 0x{bits:08x} encode a negative target")
+        raise errors.InvalidHeader(height, f"bits 0x{bits:08x} encode a negative target")
     if word and (size > 34 or (word > 0xFF and size > 33) or (word > 0xFFFF and size > 32)):
-        raise InvalidHeader(height, f"bits 0x{bits:08x} overflow 256 bits")
+        raise errors.InvalidHeader(height, f"bits 0x{bits:08x} overflow 256 bits")
     if target == 0:
-        raise InvalidHeader(height, f"bits 0x{bits:08x} encode a zero target")
+        raise errors.InvalidHeader(height, f"bits 0x{bits:08x} encode a zero target")
     if target > network.pow_limit:
-        raise InvalidHeader(
+        raise errors.InvalidHeader(
             height, f"bits 0x{bits:08x} ask less work than the {network.name} proof-of-work limit"
         )
     return target
@@ -221,7 +212,7 @@ def check_proof_of_work(network: Network, header: Header) -> None:
     """Raise unless `header`'s hash meets the target its own `bits` claim."""
     target = bits_to_target(network, header.bits, height=header.height)
     if int.from_bytes(header.hash, "big") > target:
-        raise InvalidHeader(
+        raise errors.InvalidHeader(
             header.height,
             f"insufficient proof of work: hash 0x{header.hash.hex()} above the target of "
             f"bits 0x{header.bits:08x}",
@@ -238,7 +229,7 @@ def verify_chain(
     prev: Header | None,
     period_first: Header | None,
 ) -> None:
-    """Raise `InvalidHeader` unless `headers` form a valid chain on top of `prev`.
+    """Raise `errors.InvalidHeader` unless `headers` form a valid chain on top of `prev`.
 
     `headers` are consecutive from `prev.height + 1` (from 0 when `prev` is None: the first
     header must then be the genesis). `period_first` is the first header of `prev`'s
@@ -259,13 +250,13 @@ def verify_chain(
 
 def _check_genesis(network: Network, header: Header) -> None:
     if header.height != 0:
-        raise InvalidHeader(header.height, "no previous header to link to")
+        raise errors.InvalidHeader(header.height, "no previous header to link to")
     if header.hash != network.genesis_hash:
-        raise InvalidHeader(
+        raise errors.InvalidHeader(
             0, f"hash 0x{header.hash.hex()} is not the {network.name} genesis block"
         )
     if header.prev_hash != NULL_HASH:
-        raise InvalidHeader(0, "the genesis block names a parent")
+        raise errors.InvalidHeader(0, "the genesis block names a parent")
     check_proof_of_work(network, header)
 
 
@@ -274,9 +265,9 @@ def _check_next(
 ) -> None:
     height = header.height
     if height != prev.height + 1:
-        raise InvalidHeader(height, f"does not follow height {prev.height:,d}")
+        raise errors.InvalidHeader(height, f"does not follow height {prev.height:,d}")
     if header.prev_hash != prev.hash:
-        raise InvalidHeader(
+        raise errors.InvalidHeader(
             height,
             f"does not link: parent 0x{header.prev_hash.hex()}, but header {prev.height:,d} "
             f"is 0x{prev.hash.hex()}",
@@ -284,6 +275,6 @@ def _check_next(
     check_proof_of_work(network, header)
     want = expected_bits(network, header=header, prev=prev, period_first=period_first)
     if header.bits != want:
-        raise InvalidHeader(
+        raise errors.InvalidHeader(
             height, f"bits 0x{header.bits:08x}, but the difficulty rules require 0x{want:08x}"
         )

@@ -24,7 +24,7 @@ retargets).
 Answers are untrusted (STYLE P9): a header chunk whose `count` differs from the headers it
 carries, or that carries more than asked, is `ResponseCorrupted` (the server is dropped); one
 with fewer means the server is behind (`SourceTransient`, failed over); headers that do not
-validate raise `btc_headers.InvalidHeader`; two answers of one call that do not link to each
+validate raise `errors.InvalidHeader`; two answers of one call that do not link to each
 other mean the server changed between them (`BrokenBatch`, refetched).
 
 The head comes from `blockchain.headers.subscribe`: asked as a request (which also
@@ -47,7 +47,7 @@ from indexer.chain import btc_headers
 from indexer.chain import electrum_connection as ec
 from indexer.chain.electrum_servers import ElectrumServers
 from indexer.config import ChainConfig
-from indexer.models import Block, BlockRef
+from indexer.models import Block
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class ElectrumSource:
         for url in self.servers.urls:
             try:
                 await self.servers.connect(url)
-            except ec.CertificateMismatch as exc:
+            except errors.CertificateMismatch as exc:
                 raise errors.ConfigError(f"chains[{self.label}].tls_fingerprints: {exc}") from exc
             except errors.SourceError as exc:
                 unreachable.append(exc)
@@ -309,7 +309,7 @@ class ElectrumSource:
             return prev
         btc_headers.check_proof_of_work(self.network, period_first)
         if not self.network.allow_min_difficulty and period_first.bits != prev.bits:
-            raise btc_headers.InvalidHeader(
+            raise errors.InvalidHeader(
                 period_first.height,
                 f"bits 0x{period_first.bits:08x} differ from those of header {prev.height:,d} "
                 "in the same difficulty period",
@@ -370,12 +370,6 @@ class ElectrumSource:
             return dict(zip(wanted, found, strict=True))
 
         return await self.servers.run(job, alternate=alternate)
-
-    async def block_ref(self, number: int) -> BlockRef:
-        found = (await self.hashes([number]))[number]
-        if found is None:
-            raise errors.ResponseCorrupted(f"{self.label}: server has no block at {number:,d}")
-        return BlockRef(number, found)
 
 
 def _block(header: btc_headers.Header) -> Block:

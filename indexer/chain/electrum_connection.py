@@ -47,10 +47,6 @@ DEFAULT_PING_INTERVAL_SECS = 60.0  # ElectrumX drops sessions idle for 600 s by 
 Notify = Callable[[str, list[Any]], None]
 
 
-class CertificateMismatch(errors.SourceError):
-    """The server's TLS certificate does not match the pinned fingerprint."""
-
-
 def protocol_tuple(version: str) -> tuple[int, ...]:
     """'1.4.2' -> (1, 4, 2), '1.7.0' -> (1, 7); raise ValueError if not a dotted version."""
     parts = [int(p) for p in version.split(".")]
@@ -182,7 +178,7 @@ class ElectrumConnection:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         seen = hashlib.sha256(der).hexdigest() if der else "none"
         if seen != self._fingerprint:
-            raise CertificateMismatch(
+            raise errors.CertificateMismatch(
                 f"{self.where}: TLS certificate sha256 {seen} is not the pinned {self._fingerprint}"
             )
 

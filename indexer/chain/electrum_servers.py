@@ -185,7 +185,7 @@ class ElectrumServers:
                     result = await job(conn)
                 finally:
                     server.stats.latency_secs_total += time.monotonic() - started
-            except (errors.ChainMismatch, ec.CertificateMismatch) as exc:
+            except (errors.ChainMismatch, errors.CertificateMismatch) as exc:
                 assert server is not None
                 self._ban(server, exc)
                 if url is not None:

@@ -28,7 +28,7 @@ from indexer.chain.decode_pool import Decoder
 from indexer.chain.evm_rows import decode_full_batch, decode_hashes_batch
 from indexer.chain.rpc import RpcClient, results_of
 from indexer.config import ChainConfig
-from indexer.models import Block, BlockRef, Log, Tx
+from indexer.models import Block, Log, Tx
 
 logger = logging.getLogger(__name__)
 
@@ -313,12 +313,6 @@ class EvmSource:
         return await self.rpc.batch_parsed(
             [("eth_blockNumber", [])], lambda r: require_int({"result": r[0]}, "result", where)
         )
-
-    async def block_ref(self, number: int) -> BlockRef:
-        found = (await self.hashes([number])).get(number)
-        if found is None:
-            raise errors.ResponseCorrupted(f"{self.label} block {number:,d}: node has no block")
-        return BlockRef(number, found)
 
     async def hashes(
         self, numbers: Sequence[int], *, alternate: bool = False

@@ -199,15 +199,6 @@ class RpcClient:
                                             attempts=attempts)  # fmt: skip
         return result
 
-    async def batch(
-        self, calls: Sequence[tuple[str, Sequence[Any]]], *, url: str | None = None
-    ) -> list[Any]:
-        """Send `calls` as one JSON-RPC batch to one endpoint; return results in order.
-
-        With `url`, only that endpoint is asked (used to check every endpoint's chain id).
-        """
-        return await self.batch_parsed(calls, _identity, url=url)
-
     async def batch_parsed(
         self,
         calls: Sequence[tuple[str, Sequence[Any]]],
@@ -216,7 +207,10 @@ class RpcClient:
         url: str | None = None,
         attempts: int | None = None,
     ) -> T:
-        """Like `batch`, with `parse` applied to the results as part of the attempt.
+        """Send `calls` as one JSON-RPC batch to one endpoint; `parse` their results in order.
+
+        With `url`, only that endpoint is asked (used to check every endpoint's chain id).
+        `parse` is applied to the results as part of the attempt.
 
         A `ResponseCorrupted` from `parse` (an answer that is well-formed JSON-RPC but wrong:
         another block than asked, a log naming another block) counts against the endpoint

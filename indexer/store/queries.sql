@@ -133,10 +133,6 @@ SELECT gap_start, gap_end FROM gaps
 WHERE chain = %(name)s AND gap_end >= %(low)s AND gap_start <= %(high)s
 ORDER BY gap_start;
 
--- name: coverage_of_chain --
--- The coverage view's row for one chain.
-SELECT * FROM coverage WHERE chain = %(name)s;
-
 -- name: gap_failures_of_chain --
 -- Dead-letter ranges of one chain.
 SELECT range_start, range_end, error, attempts, first_failed_at, last_failed_at, next_retry_at

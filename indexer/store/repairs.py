@@ -13,9 +13,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from psycopg.rows import dict_row
 
 from indexer import errors
 from indexer.models import Block, BlockRef
@@ -40,10 +37,6 @@ class GapFailure:
     next_retry_at: datetime
 
 
-class NeighbourMismatch(errors.ChainValidationError):
-    """A repaired range no longer links to its stored neighbour (a reorg happened)."""
-
-
 class RepairStore:
     def __init__(self, store: Store, *, chain: int, name: str) -> None:
         self._store = store
@@ -58,12 +51,6 @@ class RepairStore:
             )
             rows = await cur.fetchall()
         return [(max(int(s), low), min(int(e), high)) for s, e in rows]
-
-    async def coverage(self) -> dict[str, Any] | None:
-        async with self._store.connection(f"read coverage of {self.name}") as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(Q["coverage_of_chain"], {"name": self.name})
-            return await cur.fetchone()
 
     async def failures(self) -> list[GapFailure]:
         async with self._store.connection(f"read gap failures of {self.name}") as conn:
@@ -98,7 +85,7 @@ class RepairStore:
         `below` is the stored block the run extends (None at the start block); `above` is the
         height of the stored block that must name the run's last block as its parent (None
         when the run does not end the hole). Both are re-checked, and locked, inside the
-        transaction; a mismatch raises `NeighbourMismatch` and writes nothing.
+        transaction; a mismatch raises `errors.NeighbourMismatch` and writes nothing.
         """
         assert blocks
         first, last = blocks[0], blocks[-1]
@@ -112,7 +99,7 @@ class RepairStore:
                     )
                     row = await cur.fetchone()
                     if row is None or bytes(row[0]) != below.hash:
-                        raise NeighbourMismatch(
+                        raise errors.NeighbourMismatch(
                             f"{self.name}: stored block {below.number:,d} changed while "
                             "repairing above it"
                         )
@@ -121,7 +108,7 @@ class RepairStore:
                     await cur.execute(Q["stored_block_at"], {"chain": self.chain, "number": above})
                     row = await cur.fetchone()
                     if row is None or bytes(row[1]) != last.hash:
-                        raise NeighbourMismatch(
+                        raise errors.NeighbourMismatch(
                             f"{self.name}: stored block {above:,d} does not link to the node's "
                             f"block {last.number:,d}: the node's chain changed below our tip"
                         )

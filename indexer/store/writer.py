@@ -86,7 +86,7 @@ class ChainWriter:
         return self._conn
 
     async def tip(self) -> BlockRef | None:
-        """Read the checkpoint and check that no block is stored above it."""
+        """Read the checkpoint and check that the stored block at its height has its hash."""
         with translate(f"read checkpoint of chain {self.name}"):
             cur = await self.conn.execute(Q["checkpoint_get"], {"chain": self.chain})
             row = await cur.fetchone()

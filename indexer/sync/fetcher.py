@@ -26,10 +26,6 @@ class Prefetcher:
         self._inflight: deque[tuple[int, asyncio.Task[list[Block]]]] = deque()
 
     @property
-    def limit(self) -> int:
-        return self._limit
-
-    @property
     def batch_size(self) -> int:
         return self._batch_size
 
@@ -52,12 +48,8 @@ class Prefetcher:
             self._next = first
         self._limit = limit
 
-    def pending(self) -> bool:
-        """True when a batch is in flight or can be scheduled."""
-        return bool(self._inflight) or self._next <= self._limit
-
     async def next_batch(self) -> list[Block]:
-        """The next batch in height order (waits for it). Call only when `pending()`."""
+        """The next batch in height order (waits for it); a limit must leave one to fetch."""
         self._fill()
         assert self._inflight, "next_batch() with nothing to fetch"
         start, task = self._inflight[0]

@@ -19,7 +19,7 @@ from indexer import errors
 from indexer.chain import ChainSource, anchor_below
 from indexer.config import ChainConfig
 from indexer.models import BlockRef
-from indexer.store.repairs import NeighbourMismatch, RepairStore
+from indexer.store.repairs import RepairStore
 from indexer.sync import validate
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class GapRepairer:
                 if broken <= _BROKEN_BATCH_RETRIES:
                     continue
                 return await self._failed(position, end, exc)
-            except (errors.ReorgDetected, NeighbourMismatch) as exc:
+            except (errors.ReorgDetected, errors.NeighbourMismatch) as exc:
                 if prev.number < self.cfg.start_block:
                     # The first block does not link to the genesis anchor: bad data, not a
                     # stale neighbour.

@@ -80,13 +80,12 @@ async def test_padding_and_notifications_are_tolerated() -> None:
         assert fake.connections == 1
 
 
-async def test_hashes_and_block_ref() -> None:
+async def test_hashes() -> None:
     async with FakeElectrum(REGTEST_CHAIN) as fake, source_for(fake) as source:
         want = hashes_of(REGTEST_CHAIN)
         assert await source.hashes([5, 299, 300, 5]) == {5: want[5], 299: want[299], 300: None}
-        assert (await source.block_ref(42)).hash == want[42]
-        with pytest.raises(errors.ResponseCorrupted, match="no block at 400"):
-            await source.block_ref(400)
+        assert await source.hashes([42]) == {42: want[42]}
+        assert await source.hashes([400]) == {400: None}
 
 
 async def test_head_follows_notifications_and_polls_when_they_stall() -> None:
@@ -129,10 +128,10 @@ UNLINKED_40 = mine(REGTEST_CHAIN[10], height=40, timestamp=1_700_000_040, bits=0
     [
         (
             Faults(override={40: with_bad_pow(REGTEST_CHAIN[40])}),
-            bh.InvalidHeader,
+            errors.InvalidHeader,
             "insufficient proof of work",
         ),
-        (Faults(override={40: UNLINKED_40}), bh.InvalidHeader, "header 40: does not link"),
+        (Faults(override={40: UNLINKED_40}), errors.InvalidHeader, "header 40: does not link"),
         (Faults(count_delta=1), errors.ResponseCorrupted, "count says 101 but 100 headers"),
         (Faults(count_delta=-1), errors.ResponseCorrupted, "count says 99 but 100 headers"),
         (Faults(tip=60), errors.SourceTransient, "only 61 headers from 0"),
@@ -310,7 +309,7 @@ async def test_a_forged_period_first_header_fails_the_retarget(
     faults = Faults(single_override={0: forged})
     async with FakeElectrum(chain, faults=faults) as fake:
         async with source_for(fake, network=network, max_attempts=1) as source:
-            with pytest.raises(bh.InvalidHeader, match="header 2,016: bits 0x"):
+            with pytest.raises(errors.InvalidHeader, match="header 2,016: bits 0x"):
                 await source.blocks(2010, 20)
 
 
@@ -320,7 +319,7 @@ async def test_period_first_bits_must_match_the_parent(retarget_chain: RetargetC
     faults = Faults(single_override={2016: other_bits})
     async with FakeElectrum(chain, faults=faults) as fake:
         async with source_for(fake, network=network, max_attempts=1) as source:
-            with pytest.raises(bh.InvalidHeader, match="differ from those of header 2,019"):
+            with pytest.raises(errors.InvalidHeader, match="differ from those of header 2,019"):
                 await source.blocks(2020, 10)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from indexer.models import Block, BlockRef
+from indexer.models import Block
 
 GENESIS_PARENT = b"\x00" * 32
 
@@ -69,10 +69,6 @@ class FakeChain:
     async def blocks(self, start: int, count: int) -> list[Block]:
         self.requests += 1
         return [self._block(n) for n in range(start, start + count) if n <= self.tip]
-
-    async def block_ref(self, number: int) -> BlockRef:
-        self.requests += 1
-        return BlockRef(number, self.canonical[number])
 
     async def hashes(
         self, numbers: Sequence[int], *, alternate: bool = False

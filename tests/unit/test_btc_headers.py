@@ -21,7 +21,8 @@ import struct
 import pytest
 
 from indexer.chain import btc_headers as bh
-from indexer.chain.btc_headers import MAINNET, REGTEST, TESTNET, Header, InvalidHeader
+from indexer.chain.btc_headers import MAINNET, REGTEST, TESTNET, Header
+from indexer.errors import InvalidHeader
 from tests.electrum import regtest
 
 GENESIS_HEX = (
