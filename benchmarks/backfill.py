@@ -40,12 +40,13 @@ import orjson
 import psycopg
 
 from benchmarks.replay_node import REPO, ReplayChain, ReplayNode, ReplayServer, Shape
+from indexer import tables
 from indexer.chain import evm_rows
 from indexer.chain.evm import EvmSource
 from indexer.config import ChainConfig, DatabaseConfig
 from indexer.models import Block
+from indexer.store import sinks
 from indexer.store.migrate import migrate
-from indexer.store.writer import copy_rows
 
 T = TypeVar("T")
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -365,7 +366,7 @@ _CATEGORIES = (
     "validation + mapping (chain/evm.py)",
     "RPC bookkeeping (request body, id matching)",
     "link check (sync/validate.py)",
-    "COPY adaptation (copy_rows, psycopg)",
+    "COPY adaptation (sinks, psycopg)",
     "HTTP read (aiohttp, rpc._post)",
     "psycopg other",
     "event loop / asyncio",
@@ -435,7 +436,7 @@ def _stage(frames: list[str]) -> str:
             return _CATEGORIES[3]
         if path.endswith("sync/validate.py"):
             return _CATEGORIES[4]
-        if func == "copy_rows" or (
+        if (func == "write" and path.endswith("store/sinks.py")) or (
             "psycopg/" in path
             and ("copy" in path or "dbapi20" in path or "types" in path or func == "copy_to")
         ):
@@ -558,7 +559,7 @@ async def _copy_limit(db_url: str, batches: list[list[Block]]) -> dict[str, floa
         cpu = time.process_time()
         for blocks in batches:
             async with conn.transaction():
-                await copy_rows(conn.cursor(), 1, blocks)
+                await sinks.write_all(conn.cursor(), 1, blocks)
         return {"secs": time.perf_counter() - started, "client_cpu": time.process_time() - cpu}
     finally:
         await conn.close()
@@ -625,7 +626,7 @@ def measure_limits(*, dsn: str, variant: str, blocks: int, settings: Settings) -
     cfg = _chain_config(settings)
     checked_source = EvmSource(cfg, rpc)  # type: ignore[arg-type]
     fast_source = EvmSource(cfg, rpc)  # type: ignore[arg-type]
-    fast_source.bind(1)
+    fast_source.bind(tables.copy_prefixes(1))
     full = cfg.store != "blocks" and variant == "full"
     batch_size = settings.batch_size
 
@@ -643,7 +644,7 @@ def measure_limits(*, dsn: str, variant: str, blocks: int, settings: Settings) -
     if full:
         batches = asyncio.run(fetch_all(fast_source))
         assert fast_source.checked_batches == 0, "the fast path refused the replay chain"
-    rows = sum(1 + b.tx_rows + b.log_rows for batch in batches for b in batch)
+    rows = sum(r.count for batch in batches for b in batch for r in b.rows.values())
     with fresh_database(dsn, "bench_limit") as db_url:
         asyncio.run(migrate(DatabaseConfig(url=db_url)))
         copy = asyncio.run(_copy_limit(db_url, batches))

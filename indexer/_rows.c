@@ -1,29 +1,70 @@
-/* Binary COPY rows from the hex strings of JSON-RPC answers.
+/* Binary COPY rows from the hex strings of JSON-RPC answers, driven by a field table.
  *
- * The EVM fast path (indexer/chain/evm_rows.py) decodes a batch with msgspec into typed
- * structs and hands each block's transactions and logs (lists of those structs, whose
- * fields hold the node's strings) to these two functions, which check them and write the
- * rows in PostgreSQL's binary COPY format (no header, no trailer):
+ * The EVM fast path (indexer/chain/evm_rows.py) decodes a batch with msgspec into structs
+ * whose fields hold the node's strings. A `FieldTable` is compiled once per stored table
+ * (indexer/chain/fields.py builds it from the table's declaration in indexer/tables.py and
+ * the source's decoding rules); its `rows` method walks a list of such structs and writes
+ * each as a PostgreSQL binary COPY row (no header, no trailer):
  *
- *   tx_rows(prefix, txs, block_hash, block_number) -> bytes
- *   log_rows(prefix, logs, block_hash, tx_hashes) -> bytes
+ *   FieldTable(ops) ; table.rows(prefix, items, block_hash, block_number, number,
+ *                                tx_hashes, first_position) -> bytes
  *
- * `prefix` is the row's field count plus the fields that are the same for the whole block
- * (chain, block number). The position in the list is the tx_index / log_index.
+ * `ops` is a sequence of (kind, attribute, pg type, size, nullable, default zero, max
+ * items, column label) tuples. Check ops compare a field with the block the items belong
+ * to (`block_hash` and `block_number` as the block answer spells them) or with the item's
+ * position, and write nothing; output ops write one field each, in table order, after
+ * `prefix` (the field count and the `chain` field, from the store). The position of an
+ * item is `first_position` + its index in `items`.
  *
- * Checked: every transaction and log names the block (`block_hash`, `block_number`, as the
- * block answer spells them); transactionIndex / logIndex is the canonical hex of the
- * position; a log's transactionIndex is a canonical index into `tx_hashes` and its
- * transactionHash is that transaction's; `removed` is false; at most 4 topics. Every
- * stored value: hex data is "0x" + an even number of hex digits (exactly 2 * size for
- * hashes and addresses), a quantity "0x" + 1..64 hex digits, nullable columns take None.
- * Anything else raises ValueError naming the field and row, and the caller falls back to
- * the checked pure-Python path, which names the problem to the operator.
+ * Every output value is checked against its column: hex data is "0x" + an even number of
+ * hex digits (exactly 2 * size for fixed sizes), a quantity "0x" + 1..64 hex digits that
+ * fits the column type (int2/int4/int8 ranges, numeric at most 256 bits), lists at most
+ * `max items` long. Anything else raises ValueError naming the column and the row, and
+ * the caller falls back to the checked pure-Python path, which names the problem.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Op kinds (kept in step with indexer/chain/fields.py). */
+enum {
+    K_CHECK_BLOCK_HASH = 1, /* the attribute is the block's hash, as spelled */
+    K_CHECK_BLOCK_NUMBER = 2, /* the attribute is the block's number, as spelled */
+    K_CHECK_POSITION = 3,     /* the attribute is the canonical hex of the position */
+    K_CHECK_FALSE = 4,        /* the attribute is False */
+    K_BLOCK_NUMBER = 10,      /* output: the block number */
+    K_POSITION = 11,          /* output: the position */
+    K_HEX = 12,               /* output: hex data */
+    K_QUANTITY = 13,          /* output: a hex quantity */
+    K_HEX_LIST = 14,          /* output: a list of hex data */
+    K_TX_INDEX = 15,          /* output: an index into tx_hashes (kept for K_TX_HASH) */
+    K_TX_HASH = 16,           /* output: the hash of the transaction at that index */
+    K_TIMESTAMP = 17,         /* output: a hex quantity of unix seconds, as a timestamptz */
+    K_COUNT = 18,             /* output: the length of a list */
+    K_NULL = 19,              /* output: null (a column this source does not fill) */
+};
+
+/* Postgres types of output fields. */
+enum {
+    PG_INT2 = 1, PG_INT4 = 2, PG_INT8 = 3, PG_NUMERIC = 4, PG_BYTEA = 5, PG_BYTEA_ARRAY = 6,
+    PG_TIMESTAMPTZ = 7,
+};
+
+/* The latest instant the checked path (Python's datetime) holds: 9999-12-31T23:59:59Z. */
+#define MAX_TIMESTAMP_SECS 253402300799LL
+#define PG_EPOCH_SECS 946684800LL /* 2000-01-01T00:00:00Z, Postgres's timestamp zero */
+
+typedef struct {
+    int kind;
+    int pg;
+    Py_ssize_t size;
+    int nullable;
+    int default_zero;
+    Py_ssize_t max_items;
+    PyObject *attr;  /* interned str, or NULL */
+    PyObject *label; /* str, for messages */
+} Op;
 
 typedef struct {
     char *data;
@@ -65,21 +106,21 @@ static const signed char HEX[256] = {
     ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };  /* digit value + 1; 0 = not a hex digit */
 
-static int bad(const char *column, Py_ssize_t row, const char *what) {
-    PyErr_Format(PyExc_ValueError, "%s of row %zd: %s", column, row, what);
+static int bad(const Op *op, Py_ssize_t row, const char *what) {
+    PyErr_Format(PyExc_ValueError, "%U of row %zd: %s", op->label, row, what);
     return -1;
 }
 
 /* The digits after "0x" of an ASCII str, or NULL with ValueError set. */
-static const char *hex_digits(PyObject *o, Py_ssize_t *n, const char *column, Py_ssize_t row) {
+static const char *hex_digits(PyObject *o, Py_ssize_t *n, const Op *op, Py_ssize_t row) {
     if (!PyUnicode_Check(o) || !PyUnicode_IS_COMPACT_ASCII(o)) {
-        bad(column, row, "not an ASCII string");
+        bad(op, row, "not an ASCII string");
         return NULL;
     }
     Py_ssize_t len = PyUnicode_GET_LENGTH(o);
     const char *s = (const char *)PyUnicode_DATA(o);
     if (len < 2 || s[0] != '0' || s[1] != 'x') {
-        bad(column, row, "no 0x prefix");
+        bad(op, row, "no 0x prefix");
         return NULL;
     }
     *n = len - 2;
@@ -87,17 +128,17 @@ static const char *hex_digits(PyObject *o, Py_ssize_t *n, const char *column, Py
 }
 
 /* A bytea field: int32 length, then the bytes. size < 0: any whole number of bytes. */
-static int put_hex(Buf *b, PyObject *o, Py_ssize_t size, const char *column, Py_ssize_t row) {
+static int put_hex(Buf *b, PyObject *o, Py_ssize_t size, const Op *op, Py_ssize_t row) {
     Py_ssize_t n;
-    const char *s = hex_digits(o, &n, column, row);
+    const char *s = hex_digits(o, &n, op, row);
     if (s == NULL)
         return -1;
     if (n & 1)
-        return bad(column, row, "odd number of hex digits");
+        return bad(op, row, "odd number of hex digits");
     if (size >= 0 && n != 2 * size)
-        return bad(column, row, "wrong length");
+        return bad(op, row, "wrong length");
     if (n / 2 > INT32_MAX)
-        return bad(column, row, "too long");
+        return bad(op, row, "too long");
     if (buf_reserve(b, 4 + n / 2) < 0)
         return -1;
     put_u32(b, (uint32_t)(n / 2));
@@ -105,7 +146,7 @@ static int put_hex(Buf *b, PyObject *o, Py_ssize_t size, const char *column, Py_
     for (Py_ssize_t i = 0; i < n; i += 2) {
         int hi = HEX[(unsigned char)s[i]], lo = HEX[(unsigned char)s[i + 1]];
         if (!hi || !lo)
-            return bad(column, row, "not hex");
+            return bad(op, row, "not hex");
         out[i / 2] = (unsigned char)(((hi - 1) << 4) | (lo - 1));
     }
     b->len += n / 2;
@@ -113,28 +154,25 @@ static int put_hex(Buf *b, PyObject *o, Py_ssize_t size, const char *column, Py_
 }
 
 /* A quantity ("0x" + 1..64 hex digits) as 8 little-endian 32-bit limbs. */
-static int parse_quantity(PyObject *o, uint32_t limbs[8], const char *column, Py_ssize_t row) {
+static int parse_quantity(PyObject *o, uint32_t limbs[8], const Op *op, Py_ssize_t row) {
     Py_ssize_t n;
-    const char *s = hex_digits(o, &n, column, row);
+    const char *s = hex_digits(o, &n, op, row);
     if (s == NULL)
         return -1;
     if (n < 1 || n > 64)
-        return bad(column, row, "not a quantity of 1 to 64 hex digits");
+        return bad(op, row, "not a quantity of 1 to 64 hex digits");
     memset(limbs, 0, 8 * sizeof(uint32_t));
     for (Py_ssize_t i = 0; i < n; i++) {
         int d = HEX[(unsigned char)s[n - 1 - i]];
         if (!d)
-            return bad(column, row, "not hex");
+            return bad(op, row, "not hex");
         limbs[i / 8] |= (uint32_t)(d - 1) << (4 * (i % 8));
     }
     return 0;
 }
 
 /* numeric in binary: int16 ndigits, weight, sign, dscale, then base-10000 digits. */
-static int put_numeric(Buf *b, PyObject *o, const char *column, Py_ssize_t row) {
-    uint32_t limbs[8];
-    if (parse_quantity(o, limbs, column, row) < 0)
-        return -1;
+static int put_numeric(Buf *b, uint32_t limbs[8]) {
     uint16_t digits[20]; /* 2^256 < 10000^20; least significant first */
     int ndigits = 0;
     int top = 7;
@@ -163,6 +201,51 @@ static int put_numeric(Buf *b, PyObject *o, const char *column, Py_ssize_t row) 
     return 0;
 }
 
+/* An integer column: the quantity must fit its signed range. */
+static int put_int(Buf *b, uint32_t limbs[8], int pg, const Op *op, Py_ssize_t row) {
+    for (int k = 2; k < 8; k++)
+        if (limbs[k])
+            return bad(op, row, "out of range");
+    uint64_t v = ((uint64_t)limbs[1] << 32) | limbs[0];
+    int width = pg == PG_INT2 ? 2 : pg == PG_INT4 ? 4 : 8;
+    uint64_t max = width == 8 ? INT64_MAX : ((uint64_t)1 << (8 * width - 1)) - 1;
+    if (v > max)
+        return bad(op, row, "out of range");
+    if (buf_reserve(b, 4 + width) < 0)
+        return -1;
+    put_u32(b, (uint32_t)width);
+    for (int shift = 8 * (width - 1); shift >= 0; shift -= 8)
+        b->data[b->len++] = (char)((v >> shift) & 0xff);
+    return 0;
+}
+
+static int put_quantity(Buf *b, PyObject *o, const Op *op, Py_ssize_t row) {
+    uint32_t limbs[8];
+    if (parse_quantity(o, limbs, op, row) < 0)
+        return -1;
+    return op->pg == PG_NUMERIC ? put_numeric(b, limbs) : put_int(b, limbs, op->pg, op, row);
+}
+
+/* timestamptz in binary: int64 microseconds since 2000-01-01 UTC. */
+static int put_timestamp(Buf *b, PyObject *o, const Op *op, Py_ssize_t row) {
+    uint32_t limbs[8];
+    if (parse_quantity(o, limbs, op, row) < 0)
+        return -1;
+    for (int k = 2; k < 8; k++)
+        if (limbs[k])
+            return bad(op, row, "out of range");
+    uint64_t secs = ((uint64_t)limbs[1] << 32) | limbs[0];
+    if (secs > (uint64_t)MAX_TIMESTAMP_SECS)
+        return bad(op, row, "out of range");
+    int64_t micros = ((int64_t)secs - PG_EPOCH_SECS) * 1000000;
+    if (buf_reserve(b, 12) < 0)
+        return -1;
+    put_u32(b, 8);
+    for (int shift = 56; shift >= 0; shift -= 8)
+        b->data[b->len++] = (char)(((uint64_t)micros >> shift) & 0xff);
+    return 0;
+}
+
 static int put_null(Buf *b) {
     if (buf_reserve(b, 4) < 0)
         return -1;
@@ -170,40 +253,39 @@ static int put_null(Buf *b) {
     return 0;
 }
 
-static int put_int4(Buf *b, uint32_t v) {
-    if (buf_reserve(b, 8) < 0)
+static int put_int_value(Buf *b, int pg, int64_t v) {
+    int width = pg == PG_INT2 ? 2 : pg == PG_INT4 ? 4 : 8;
+    if (buf_reserve(b, 4 + width) < 0)
         return -1;
-    put_u32(b, 4);
-    put_u32(b, v);
+    put_u32(b, (uint32_t)width);
+    for (int shift = 8 * (width - 1); shift >= 0; shift -= 8)
+        b->data[b->len++] = (char)(((uint64_t)v >> shift) & 0xff);
     return 0;
 }
 
-static int put_prefix(Buf *b, const char *prefix, Py_ssize_t len) {
-    if (buf_reserve(b, len) < 0)
+/* bytea[]: int32 ndim, has-null flag, element oid (bytea = 17), then per dimension size
+ * and lower bound; an empty array has ndim 0 and no dimensions. */
+static int put_hex_list(Buf *b, PyObject *list, const Op *op, Py_ssize_t row) {
+    if (!PyList_Check(list) || PyList_GET_SIZE(list) > op->max_items)
+        return bad(op, row, "not a list of at most the allowed items");
+    Py_ssize_t count = PyList_GET_SIZE(list);
+    if (op->size < 0)
+        return bad(op, row, "list items need a fixed size");
+    if (buf_reserve(b, 24) < 0)
         return -1;
-    memcpy(b->data + b->len, prefix, (size_t)len);
-    b->len += len;
+    put_u32(b, (uint32_t)(count ? 20 + (4 + op->size) * count : 12));
+    put_u32(b, count ? 1 : 0);
+    put_u32(b, 0);
+    put_u32(b, 17);
+    if (count) {
+        put_u32(b, (uint32_t)count);
+        put_u32(b, 1);
+    }
+    for (Py_ssize_t k = 0; k < count; k++)
+        if (put_hex(b, PyList_GET_ITEM(list, k), op->size, op, row) < 0)
+            return -1;
     return 0;
 }
-
-static PyObject *finish(Buf *b, int failed) {
-    PyObject *out = failed ? NULL : PyBytes_FromStringAndSize(b->data ? b->data : "", b->len);
-    PyMem_Free(b->data);
-    return out;
-}
-
-/* Attribute names of the msgspec structs (interned at import). */
-enum {
-    A_BLOCK_HASH, A_BLOCK_NUMBER, A_TRANSACTION_INDEX, A_HASH, A_FROM, A_TO, A_VALUE, A_NONCE,
-    A_GAS, A_GAS_PRICE, A_INPUT, A_TYPE, A_LOG_INDEX, A_TRANSACTION_HASH, A_ADDRESS, A_TOPICS,
-    A_DATA, A_REMOVED, A_COUNT
-};
-static const char *ATTR_NAMES[A_COUNT] = {
-    "block_hash", "block_number", "transaction_index", "hash", "from_", "to", "value", "nonce",
-    "gas", "gas_price", "input", "type", "log_index", "transaction_hash", "address", "topics",
-    "data", "removed",
-};
-static PyObject *ATTRS[A_COUNT];
 
 /* Both ASCII strs, equal. */
 static int str_eq(PyObject *a, PyObject *b) {
@@ -245,168 +327,232 @@ static Py_ssize_t index_of(PyObject *o) {
     return value <= INT32_MAX ? value : -1;
 }
 
-/* Fetch the attributes `which` of `obj` into `out` (new references). */
-static int get_attrs(PyObject *obj, const int *which, int count, PyObject **out) {
-    for (int k = 0; k < count; k++) {
-        out[k] = PyObject_GetAttr(obj, ATTRS[which[k]]);
-        if (out[k] == NULL) {
-            for (int j = 0; j < k; j++)
-                Py_DECREF(out[j]);
-            return -1;
+/* -- FieldTable */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t nops;
+    Op *ops;
+} FieldTable;
+
+typedef struct {
+    PyObject *block_hash;
+    PyObject *block_number;
+    int64_t number;
+    PyObject *tx_hashes; /* list, or NULL */
+} Context;
+
+static void table_dealloc(FieldTable *self) {
+    for (Py_ssize_t k = 0; k < self->nops; k++) {
+        Py_XDECREF(self->ops[k].attr);
+        Py_XDECREF(self->ops[k].label);
+    }
+    PyMem_Free(self->ops);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *spec;
+    static char *kwlist[] = {"ops", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &spec))
+        return NULL;
+    PyObject *seq = PySequence_Fast(spec, "ops must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    FieldTable *self = (FieldTable *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    self->ops = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Op));
+    if (self->ops == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Op *op = &self->ops[k];
+        PyObject *attr = NULL, *label = NULL;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, k), "iOinppnU", &op->kind, &attr,
+                              &op->pg, &op->size, &op->nullable, &op->default_zero,
+                              &op->max_items, &label)) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
         }
+        self->nops = k + 1;
+        Py_INCREF(label);
+        op->label = label;
+        if (attr != Py_None) {
+            if (!PyUnicode_Check(attr)) {
+                PyErr_SetString(PyExc_TypeError, "an op's attribute must be a str or None");
+                Py_DECREF(seq);
+                Py_DECREF(self);
+                return NULL;
+            }
+            Py_INCREF(attr);
+            PyUnicode_InternInPlace(&attr);
+            op->attr = attr;
+        }
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+}
+
+/* One item as one row; `tx_index` is the register K_TX_INDEX sets for K_TX_HASH. */
+static int encode_item(Buf *b, const FieldTable *t, PyObject *item, Py_ssize_t position,
+                       const Context *ctx) {
+    Py_ssize_t tx_index = position;
+    for (Py_ssize_t k = 0; k < t->nops; k++) {
+        const Op *op = &t->ops[k];
+        PyObject *v = NULL;
+        if (op->attr != NULL && (v = PyObject_GetAttr(item, op->attr)) == NULL)
+            return -1;
+        int failed = 0;
+        switch (op->kind) {
+        case K_CHECK_BLOCK_HASH:
+            failed = !str_eq(v, ctx->block_hash) ? bad(op, position, "names another block") : 0;
+            break;
+        case K_CHECK_BLOCK_NUMBER:
+            failed = !str_eq(v, ctx->block_number) ? bad(op, position, "names another block")
+                                                   : 0;
+            break;
+        case K_CHECK_POSITION:
+            failed = !is_hex_of(v, position) ? bad(op, position, "not the position in the block")
+                                             : 0;
+            break;
+        case K_CHECK_FALSE:
+            failed = v != Py_False ? bad(op, position, "not false") : 0;
+            break;
+        case K_BLOCK_NUMBER:
+            failed = put_int_value(b, op->pg, ctx->number);
+            break;
+        case K_POSITION:
+            failed = put_int_value(b, op->pg, position);
+            break;
+        case K_HEX:
+            failed = v == Py_None ? (op->nullable ? put_null(b) : bad(op, position, "missing"))
+                                  : put_hex(b, v, op->size, op, position);
+            break;
+        case K_QUANTITY:
+            if (v == Py_None) {
+                if (op->default_zero)
+                    failed = put_int_value(b, op->pg, 0);
+                else
+                    failed = op->nullable ? put_null(b) : bad(op, position, "missing");
+            } else {
+                failed = put_quantity(b, v, op, position);
+            }
+            break;
+        case K_HEX_LIST:
+            failed = put_hex_list(b, v, op, position);
+            break;
+        case K_TIMESTAMP:
+            failed = v == Py_None ? (op->nullable ? put_null(b) : bad(op, position, "missing"))
+                                  : put_timestamp(b, v, op, position);
+            break;
+        case K_COUNT:
+            failed = !PyList_Check(v) ? bad(op, position, "not a list")
+                                      : put_int_value(b, op->pg, PyList_GET_SIZE(v));
+            break;
+        case K_NULL:
+            failed = put_null(b);
+            break;
+        case K_TX_INDEX:
+            tx_index = index_of(v);
+            if (ctx->tx_hashes == NULL || tx_index < 0
+                || tx_index >= PyList_GET_SIZE(ctx->tx_hashes))
+                failed = bad(op, position, "not a transaction of the block");
+            else
+                failed = put_int_value(b, op->pg, tx_index);
+            break;
+        case K_TX_HASH:
+            if (ctx->tx_hashes == NULL || tx_index < 0
+                || tx_index >= PyList_GET_SIZE(ctx->tx_hashes)
+                || !str_eq(v, PyList_GET_ITEM(ctx->tx_hashes, tx_index)))
+                failed = bad(op, position, "not the hash of that transaction");
+            else
+                failed = put_hex(b, v, 32, op, position);
+            break;
+        default:
+            PyErr_Format(PyExc_ValueError, "unknown op kind %d", op->kind);
+            failed = -1;
+        }
+        Py_XDECREF(v);
+        if (failed)
+            return -1;
     }
     return 0;
 }
 
-static void drop_attrs(PyObject **values, int count) {
-    for (int k = 0; k < count; k++)
-        Py_DECREF(values[k]);
-}
-
-static const int TX_ATTRS[] = {A_BLOCK_HASH, A_BLOCK_NUMBER, A_TRANSACTION_INDEX, A_HASH,
-                               A_FROM, A_TO, A_VALUE, A_NONCE, A_GAS, A_GAS_PRICE, A_INPUT,
-                               A_TYPE};
-#define TX_NATTRS ((int)(sizeof TX_ATTRS / sizeof TX_ATTRS[0]))
-
-static int tx_row(Buf *b, const char *prefix, Py_ssize_t prefix_len, Py_ssize_t i, PyObject **v,
-                  PyObject *block_hash, PyObject *block_number) {
-    /* v: TX_ATTRS order */
-    if (!str_eq(v[0], block_hash))
-        return bad("blockHash", i, "names another block");
-    if (!str_eq(v[1], block_number))
-        return bad("blockNumber", i, "names another block");
-    if (!is_hex_of(v[2], i))
-        return bad("transactionIndex", i, "not the position in the block");
-    uint32_t type_value = 0;
-    if (v[11] != Py_None) {
-        uint32_t limbs[8];
-        if (parse_quantity(v[11], limbs, "type", i) < 0)
-            return -1;
-        for (int k = 1; k < 8; k++)
-            if (limbs[k])
-                limbs[0] = 0x10000;
-        if (limbs[0] > 0x7fff)
-            return bad("type", i, "out of range");
-        type_value = limbs[0];
-    }
-    if (put_prefix(b, prefix, prefix_len) < 0 || put_int4(b, (uint32_t)i) < 0
-        || put_hex(b, v[3], 32, "hash", i) < 0 || put_hex(b, v[4], 20, "from", i) < 0
-        || (v[5] == Py_None ? put_null(b) : put_hex(b, v[5], 20, "to", i)) < 0
-        || put_numeric(b, v[6], "value", i) < 0 || put_numeric(b, v[7], "nonce", i) < 0
-        || put_numeric(b, v[8], "gas", i) < 0
-        || (v[9] == Py_None ? put_null(b) : put_numeric(b, v[9], "gasPrice", i)) < 0
-        || put_hex(b, v[10], -1, "input", i) < 0 || buf_reserve(b, 6) < 0)
-        return -1;
-    put_u32(b, 2);
-    put_u16(b, (uint16_t)type_value);
-    return 0;
-}
-
-static PyObject *tx_rows(PyObject *self, PyObject *args) {
-    (void)self;
+static PyObject *table_rows(FieldTable *self, PyObject *args) {
     const char *prefix;
-    Py_ssize_t prefix_len;
-    PyObject *txs, *block_hash, *block_number;
-    if (!PyArg_ParseTuple(args, "y#O!UU", &prefix, &prefix_len, &PyList_Type, &txs, &block_hash,
-                          &block_number))
+    Py_ssize_t prefix_len, first = 0;
+    PyObject *items, *tx_hashes;
+    long long number;
+    Context ctx;
+    if (!PyArg_ParseTuple(args, "y#O!UULO|n", &prefix, &prefix_len, &PyList_Type, &items,
+                          &ctx.block_hash, &ctx.block_number, &number, &tx_hashes, &first))
         return NULL;
+    if (tx_hashes != Py_None && !PyList_Check(tx_hashes)) {
+        PyErr_SetString(PyExc_TypeError, "tx_hashes must be a list or None");
+        return NULL;
+    }
+    ctx.number = number;
+    ctx.tx_hashes = tx_hashes == Py_None ? NULL : tx_hashes;
     Buf b = {NULL, 0, 0};
     int failed = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(txs) && !failed; i++) {
-        PyObject *v[TX_NATTRS];
-        if (get_attrs(PyList_GET_ITEM(txs, i), TX_ATTRS, TX_NATTRS, v) < 0) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && !failed; i++) {
+        if (buf_reserve(&b, prefix_len) < 0) {
             failed = 1;
             break;
         }
-        failed = tx_row(&b, prefix, prefix_len, i, v, block_hash, block_number) < 0;
-        drop_attrs(v, TX_NATTRS);
+        memcpy(b.data + b.len, prefix, (size_t)prefix_len);
+        b.len += prefix_len;
+        failed = encode_item(&b, self, PyList_GET_ITEM(items, i), first + i, &ctx) < 0;
     }
-    return finish(&b, failed);
+    PyObject *out = failed ? NULL : PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
+    PyMem_Free(b.data);
+    return out;
 }
 
-static const int LOG_ATTRS[] = {A_BLOCK_HASH, A_LOG_INDEX, A_TRANSACTION_INDEX,
-                                A_TRANSACTION_HASH, A_ADDRESS, A_TOPICS, A_DATA, A_REMOVED};
-#define LOG_NATTRS ((int)(sizeof LOG_ATTRS / sizeof LOG_ATTRS[0]))
-
-static int log_row(Buf *b, const char *prefix, Py_ssize_t prefix_len, Py_ssize_t i, PyObject **v,
-                   PyObject *block_hash, PyObject *tx_hashes) {
-    /* v: LOG_ATTRS order */
-    if (!str_eq(v[0], block_hash))
-        return bad("blockHash", i, "names another block");
-    if (!is_hex_of(v[1], i))
-        return bad("logIndex", i, "not the position in the block");
-    Py_ssize_t tx_index = index_of(v[2]);
-    if (tx_index < 0 || tx_index >= PyList_GET_SIZE(tx_hashes))
-        return bad("transactionIndex", i, "not a transaction of the block");
-    if (!str_eq(v[3], PyList_GET_ITEM(tx_hashes, tx_index)))
-        return bad("transactionHash", i, "not the hash of that transaction");
-    if (v[7] != Py_False)
-        return bad("removed", i, "not false");
-    PyObject *topics = v[5];
-    if (!PyList_Check(topics) || PyList_GET_SIZE(topics) > 4)
-        return bad("topics", i, "not a list of at most 4 topics");
-    Py_ssize_t ntopics = PyList_GET_SIZE(topics);
-    if (put_prefix(b, prefix, prefix_len) < 0 || put_int4(b, (uint32_t)i) < 0
-        || put_int4(b, (uint32_t)tx_index) < 0
-        || put_hex(b, v[3], 32, "transactionHash", i) < 0
-        || put_hex(b, v[4], 20, "address", i) < 0 || buf_reserve(b, 24) < 0)
-        return -1;
-    /* bytea[]: int32 ndim, has-null flag, element oid (bytea = 17), then per dimension
-     * size and lower bound; an empty array has ndim 0 and no dimensions. */
-    put_u32(b, (uint32_t)(ntopics ? 20 + 36 * ntopics : 12));
-    put_u32(b, ntopics ? 1 : 0);
-    put_u32(b, 0);
-    put_u32(b, 17);
-    if (ntopics) {
-        put_u32(b, (uint32_t)ntopics);
-        put_u32(b, 1);
-    }
-    for (Py_ssize_t k = 0; k < ntopics; k++)
-        if (put_hex(b, PyList_GET_ITEM(topics, k), 32, "topics", i) < 0)
-            return -1;
-    return put_hex(b, v[6], -1, "data", i);
-}
-
-static PyObject *log_rows(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *prefix;
-    Py_ssize_t prefix_len;
-    PyObject *logs, *block_hash, *tx_hashes;
-    if (!PyArg_ParseTuple(args, "y#O!UO!", &prefix, &prefix_len, &PyList_Type, &logs,
-                          &block_hash, &PyList_Type, &tx_hashes))
-        return NULL;
-    Buf b = {NULL, 0, 0};
-    int failed = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(logs) && !failed; i++) {
-        PyObject *v[LOG_NATTRS];
-        if (get_attrs(PyList_GET_ITEM(logs, i), LOG_ATTRS, LOG_NATTRS, v) < 0) {
-            failed = 1;
-            break;
-        }
-        failed = log_row(&b, prefix, prefix_len, i, v, block_hash, tx_hashes) < 0;
-        drop_attrs(v, LOG_NATTRS);
-    }
-    return finish(&b, failed);
-}
-
-static PyMethodDef methods[] = {
-    {"tx_rows", tx_rows, METH_VARARGS, "Transactions of one block as binary COPY rows."},
-    {"log_rows", log_rows, METH_VARARGS, "Logs of one block as binary COPY rows."},
+static PyMethodDef table_methods[] = {
+    {"rows", (PyCFunction)table_rows, METH_VARARGS,
+     "rows(prefix, items, block_hash, block_number, number, tx_hashes, first_position=0)"
+     " -> bytes: the items as binary COPY rows."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FieldTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "indexer._rows.FieldTable",
+    .tp_basicsize = sizeof(FieldTable),
+    .tp_dealloc = (destructor)table_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A compiled field table: items -> binary COPY rows.",
+    .tp_methods = table_methods,
+    .tp_new = table_new,
 };
 
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "indexer._rows",
-    .m_doc = "Binary COPY rows from JSON-RPC hex strings.",
+    .m_doc = "Binary COPY rows from JSON-RPC hex strings, driven by field tables.",
     .m_size = -1,
-    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__rows(void) {
-    for (int k = 0; k < A_COUNT; k++) {
-        if (ATTRS[k] == NULL && (ATTRS[k] = PyUnicode_InternFromString(ATTR_NAMES[k])) == NULL)
-            return NULL;
+    if (PyType_Ready(&FieldTableType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&FieldTableType);
+    if (PyModule_AddObject(m, "FieldTable", (PyObject *)&FieldTableType) < 0) {
+        Py_DECREF(&FieldTableType);
+        Py_DECREF(m);
+        return NULL;
     }
-    return PyModule_Create(&module);
+    return m;
 }

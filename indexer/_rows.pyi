@@ -1,5 +1,20 @@
 # Types of the C extension indexer/_rows.c (binary COPY rows from JSON-RPC answers).
+from collections.abc import Sequence
 from typing import Any
 
-def tx_rows(prefix: bytes, txs: list[Any], block_hash: str, block_number: str, /) -> bytes: ...
-def log_rows(prefix: bytes, logs: list[Any], block_hash: str, tx_hashes: list[str], /) -> bytes: ...
+# (kind, attribute, pg type, size, nullable, default zero, max items, column label)
+Op = tuple[int, str | None, int, int, bool, bool, int, str]
+
+class FieldTable:
+    def __init__(self, ops: Sequence[Op]) -> None: ...
+    def rows(
+        self,
+        prefix: bytes,
+        items: list[Any],
+        block_hash: str,
+        block_number: str,
+        number: int,
+        tx_hashes: list[str] | None,
+        first_position: int = 0,
+        /,
+    ) -> bytes: ...

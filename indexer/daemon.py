@@ -15,7 +15,7 @@ import gc
 import logging
 from collections.abc import Callable, Sequence
 
-from indexer import errors
+from indexer import errors, tables
 from indexer.chain import ChainSource, electrum
 from indexer.chain.electrum_servers import ElectrumServers
 from indexer.chain.evm import EvmSource
@@ -112,7 +112,7 @@ async def run_sync(
                 else None,
                 start_block=chain.start_block,
             )
-            source.bind(chain_id)
+            source.bind(tables.copy_prefixes(chain_id))
             writer = await stack.enter_async_context(
                 ChainWriter(cfg.database, chain=chain_id, name=chain.name)
             )

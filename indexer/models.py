@@ -1,12 +1,16 @@
 """Domain objects: what a chain source hands to validation and the store.
 
 Only these travel past `indexer.chain`; hashes and addresses are raw bytes in the byte order
-explorers display, heights are ints.
+explorers display, heights are ints. A block carries its rows for the declared tables
+(`indexer.tables`), its own `blocks` row among them, already checked against their columns
+by the source that made them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,45 +25,22 @@ class BlockRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Tx:
-    block_number: int
-    tx_index: int
-    hash: bytes
-    from_address: bytes
-    to_address: bytes | None  # None for a contract creation
-    value: int
-    nonce: int
-    gas: int
-    gas_price: int | None
-    input: bytes
-    type: int
+class Rows:
+    """One table's rows of one block, in one of two forms.
 
-
-@dataclass(frozen=True, slots=True)
-class Log:
-    block_number: int
-    log_index: int
-    tx_index: int
-    tx_hash: bytes
-    address: bytes
-    topics: tuple[bytes, ...]
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CopyRows:
-    """A block's transaction and log rows, already in PostgreSQL's binary COPY row format.
-
-    Each `*_data` is the rows back to back (no COPY header or trailer), in the column order
-    of the writer's COPY statements, for the store's chain id they were encoded with. The
-    EVM fast path (`indexer.chain.evm_rows`) builds them in a worker process so that the
-    writer only moves bytes.
+    `values`: rows of Python values in the table's column order, `chain` left out (the store
+    adds it). `encoded`: the same rows in PostgreSQL's binary COPY row format, complete
+    (the `chain` field comes from the store's `Table.copy_prefix`), back to back with no
+    header or trailer: a fast path made them, and the store sends them as they are.
     """
 
-    chain: int
-    tx_data: bytes  # every one of the block's `tx_count` transactions
-    log_count: int
-    log_data: bytes
+    count: int
+    values: tuple[tuple[Any, ...], ...] = ()
+    encoded: bytes = b""
+
+    @classmethod
+    def of(cls, values: tuple[tuple[Any, ...], ...]) -> Rows:
+        return cls(len(values), values=values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,37 +48,16 @@ class Block:
     number: int
     hash: bytes
     parent_hash: bytes
-    timestamp: int  # unix seconds
-    tx_count: int
-    # EVM header fields (None on other chains)
-    miner: bytes | None = None
-    gas_used: int | None = None
-    gas_limit: int | None = None
-    base_fee_per_gas: int | None = None
-    size: int | None = None
-    # Bitcoin header fields (None on other chains)
-    version: int | None = None
-    merkle_root: bytes | None = None
-    bits: int | None = None
-    nonce: int | None = None
-    transactions: tuple[Tx, ...] = field(default=(), repr=False)
-    logs: tuple[Log, ...] = field(default=(), repr=False)
-    # Transactions and logs pre-encoded for COPY (instead of `transactions` / `logs`).
-    rows: CopyRows | None = field(default=None, repr=False)
-
-    @property
-    def tx_rows(self) -> int:
-        """Transaction rows this block writes."""
-        return self.tx_count if self.rows is not None else len(self.transactions)
-
-    @property
-    def log_rows(self) -> int:
-        """Log rows this block writes."""
-        return self.rows.log_count if self.rows is not None else len(self.logs)
+    rows: Mapping[str, Rows] = field(repr=False)  # by table name; "blocks" is its own row
 
     @property
     def ref(self) -> BlockRef:
         return BlockRef(self.number, self.hash)
+
+    def rows_in(self, table: str) -> int:
+        """How many rows this block writes to `table`."""
+        rows = self.rows.get(table)
+        return 0 if rows is None else rows.count
 
 
 # What a genesis block's parent hash is, as a ref one below height 0.

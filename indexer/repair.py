@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from indexer import daemon, errors
+from indexer import daemon, errors, tables
 from indexer.chain import ChainSource
 from indexer.config import ChainConfig, Config
 from indexer.store import Store
@@ -42,7 +42,7 @@ async def repair_gaps(
             async with daemon.make_rpc(chain) as rpc:
                 source = daemon.make_source(chain, rpc)
                 try:
-                    source.bind(chain_id)
+                    source.bind(tables.copy_prefixes(chain_id))
                     await source.check_identity()
                     repairs = RepairStore(store, chain=chain_id, name=chain.name)
 

@@ -48,10 +48,11 @@ async def rewind(cfg: Config, *, name: str, to_height: int, confirm: Callable[[s
                     "repair-gaps` or choose a stored height"
                 )
             fork = BlockRef(to_height, stored[to_height])
-        blocks, txs, logs = await writer.rows_above(to_height)
+        counts = await writer.rows_above(to_height)
+        listed = [f"{n:,d} {table}" for table, n in counts.items()]
         plan = (
-            f"rewind chain {name} from {tip} to {to_height:,d}: delete {blocks:,d} blocks, "
-            f"{txs:,d} transactions and {logs:,d} logs"
+            f"rewind chain {name} from {tip} to {to_height:,d}: delete "
+            f"{', '.join(listed[:-1])} and {listed[-1]}"
         )
         if not confirm(plan):
             logger.info("rewind cancelled", extra={"chain": name, "action": "rewind"})

@@ -7,11 +7,11 @@ blocks link is checked by `indexer.sync.validate`, the same for every kind of ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from indexer import errors
-from indexer.models import GENESIS_PARENT, Block, BlockRef
+from indexer import errors, tables
+from indexer.models import GENESIS_PARENT, Block, BlockRef, Rows
 
 
 class ChainSource(Protocol):
@@ -22,8 +22,9 @@ class ChainSource(Protocol):
     async def check_identity(self) -> None:
         """Raise `errors.ChainMismatch` unless every endpoint serves the configured chain."""
 
-    def bind(self, store_chain: int) -> None:
-        """The store's id of this chain (sources that encode rows for COPY need it)."""
+    def bind(self, copy_prefixes: Mapping[str, bytes]) -> None:
+        """The store's COPY row prefix per table (`Table.copy_prefix`): sources that encode
+        rows for COPY themselves start every row with it."""
 
     def close(self) -> None:
         """Release what the source holds besides its node client (worker processes)."""
@@ -57,3 +58,11 @@ async def anchor_below(source: ChainSource, start_block: int) -> BlockRef:
     if found is None:
         raise errors.ResponseCorrupted(f"{source.label}: node has no block at {number:,d}")
     return BlockRef(number, found)
+
+
+def header_block(*, where: str, **values: Any) -> Block:
+    """A block from its `blocks` column values (checked; the columns not given are null)."""
+    row = tables.BLOCKS.row(values, where=where)
+    return Block(
+        values["number"], values["hash"], values["parent_hash"], {"blocks": Rows.of((row,))}
+    )

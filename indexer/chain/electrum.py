@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from indexer import errors
-from indexer.chain import btc_headers
+from indexer.chain import btc_headers, header_block
 from indexer.chain import electrum_connection as ec
 from indexer.chain.electrum_servers import ElectrumServers
 from indexer.config import ChainConfig
@@ -169,7 +169,7 @@ class ElectrumSource:
 
     # -- Identity
 
-    def bind(self, store_chain: int) -> None:
+    def bind(self, copy_prefixes: Mapping[str, bytes]) -> None:
         """Headers are written row by row; nothing to encode ahead."""
 
     def close(self) -> None:
@@ -373,7 +373,8 @@ class ElectrumSource:
 
 
 def _block(header: btc_headers.Header) -> Block:
-    return Block(
+    return header_block(
+        where=f"header {header.height:,d}",
         number=header.height,
         hash=header.hash,
         parent_hash=header.prev_hash,

@@ -1,21 +1,23 @@
-"""The fast path for full EVM batches: response bytes -> checked blocks with binary COPY rows.
+"""The fast path for EVM batches: response bytes -> checked blocks with binary COPY rows.
 
-`EvmSource` asks one JSON-RPC batch per range: `eth_getBlockByNumber(n, true)` for every
+`EvmSource` asks one JSON-RPC batch per range: `eth_getBlockByNumber(n, full)` for every
 height and, with `store = "logs"`, one `eth_getLogs` over the range. `decode_full_batch`
 turns the raw response into `Block`s whose transactions and logs are already encoded as
-PostgreSQL binary COPY rows (`CopyRows`), so that the writer only moves bytes.
+PostgreSQL binary COPY rows (`Rows.encoded`), so that the writer only moves bytes.
 
-It is the same contract as the checked path in `indexer.chain.evm`, made cheap:
+It is the same contract as the checked path in `indexer.chain.evm`, made cheap. Both come
+from one place, the decoding rules of `indexer.chain.evm_fields` compiled with the tables'
+declarations (`indexer.chain.fields`):
 
-- msgspec decodes the JSON straight into typed structs that hold only the fields we store
-  and check (types and shapes checked in C; every other field skipped unparsed);
-- `indexer._rows` (C) walks each block's transactions and logs once: the identity checks
+- msgspec decodes the JSON straight into structs built from those rules, holding only the
+  fields we store and check (types and shapes checked in C; every other field skipped);
+- the C field tables walk each block's transactions and logs once: the identity checks
   (every transaction and log names the block asked for, by number and hash, as the block
   answer spells them; indexes are the positions 0..n-1; a log's transaction hash is its
-  transaction's; no log is `removed`), then every stored value (0x prefix, hex digits,
-  sizes, quantities of at most 256 bits), written as rows;
-- what is left in Python is per block: its number, header fields, and that the bloom
-  agrees with whether logs came.
+  transaction's; no log is `removed`), then every stored value against its column;
+- the same holds for each block's own row (the header);
+- what is left in Python is per block: its number, and that the bloom agrees with whether
+  logs came.
 
 It accepts a subset of what the checked path accepts and produces the same rows. Anything
 else (an error item, a null block, a non-canonical quantity, logs out of order, any
@@ -26,72 +28,39 @@ differential test holds the two paths to that.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
 import msgspec
 
-from indexer import _rows
-from indexer.models import Block, CopyRows
+from indexer import tables
+from indexer.chain import evm_fields
+from indexer.models import Block, Rows
 
 _ZERO_BLOOM = "0x" + "0" * 512
+
+_Tx = evm_fields.TRANSACTIONS.struct
+_Log = evm_fields.LOGS.struct
+# A block asked with full transactions, and one asked with transaction hashes only.
+_Block = msgspec.defstruct(
+    "_Block",
+    [("number", str), ("logsBloom", str | None, None), ("transactions", list[_Tx])],  # type: ignore[valid-type]
+    bases=(evm_fields.BLOCKS.struct,),
+    kw_only=True,
+    gc=False,
+)
+_HashesBlock = msgspec.defstruct(
+    "_HashesBlock",
+    [("number", str), ("transactions", list[str])],
+    bases=(evm_fields.BLOCKS.struct,),
+    kw_only=True,
+    gc=False,
+)
 
 
 class _Refused(Exception):
     """The fast path does not take this answer (the checked path decides)."""
-
-
-class _Tx(msgspec.Struct, rename="camel", kw_only=True, gc=False):
-    block_hash: str
-    block_number: str
-    transaction_index: str
-    hash: str
-    from_: str
-    to: str | None = None
-    value: str
-    nonce: str
-    gas: str
-    gas_price: str | None = None
-    input: str
-    type: str | None = None
-
-
-class _Header(msgspec.Struct, rename="camel", kw_only=True, gc=False):
-    number: str
-    hash: str
-    parent_hash: str
-    timestamp: str
-    miner: str | None = None
-    gas_used: str
-    gas_limit: str
-    base_fee_per_gas: str | None = None
-    size: str | None = None
-
-
-class _Block(_Header, kw_only=True, gc=False):
-    """A block asked with full transactions."""
-
-    logs_bloom: str | None = None
-    transactions: list[_Tx]
-
-
-class _HashesBlock(_Header, kw_only=True, gc=False):
-    """A block asked with transaction hashes only (`store = "blocks"`)."""
-
-    transactions: list[str]
-
-
-class _Log(msgspec.Struct, rename="camel", kw_only=True, gc=False):
-    block_hash: str
-    block_number: str
-    transaction_hash: str
-    transaction_index: str
-    log_index: str
-    address: str
-    topics: list[str]
-    data: str
-    removed: bool = False
 
 
 class _Item(msgspec.Struct):
@@ -101,61 +70,46 @@ class _Item(msgspec.Struct):
 
 
 _ENVELOPE = msgspec.json.Decoder(list[_Item])
-_BLOCK = msgspec.json.Decoder(_Block)
-_HASHES_BLOCK = msgspec.json.Decoder(_HashesBlock)
-_LOGS = msgspec.json.Decoder(list[_Log])
+# The structs are built from the rules at import: their fields are not known to mypy.
+_BLOCK: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Block)
+_HASHES_BLOCK: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_HashesBlock)
+_LOGS: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[_Log])  # type: ignore[valid-type]
+_REFUSED = (_Refused, msgspec.DecodeError, ValueError, KeyError, IndexError, TypeError)
 
 
-def _int(q: str) -> int:
-    if len(q) > 66 or not q.startswith("0x"):
+def _header(raw: Any, number: int, prefix: bytes) -> dict[str, Rows]:
+    """The block's own row, encoded (ValueError or _Refused when refused)."""
+    if raw.number != hex(number):
         raise _Refused
-    return int(q, 16)
+    encoded = evm_fields.BLOCKS.encode(
+        prefix, [raw], block_hash="", block_number=raw.number, number=number
+    )
+    return {"blocks": Rows(1, encoded=encoded)}
 
 
-def _hash(h: str, size: int) -> bytes:
-    if len(h) != 2 + 2 * size or not h.startswith("0x"):
-        raise _Refused
-    out = bytes.fromhex(h[2:])
-    if len(out) != size:  # `fromhex` skipped whitespace
-        raise _Refused
-    return out
+def _block(raw: Any, rows: dict[str, Rows]) -> Block:
+    """A block whose header row was encoded (so its hashes are 32 bytes of hex)."""
+    return Block(int(raw.number, 16), bytes.fromhex(raw.hash[2:]),
+                 bytes.fromhex(raw.parentHash[2:]), rows)  # fmt: skip
 
 
-def _head(raw: _Block | _HashesBlock, number: int) -> dict[str, Any]:
-    """A `Block`'s header fields (`number` already checked against the answer)."""
-    base_fee, size, miner = raw.base_fee_per_gas, raw.size, raw.miner
-    return {
-        "number": number,
-        "hash": _hash(raw.hash, 32),
-        "parent_hash": _hash(raw.parent_hash, 32),
-        "timestamp": _int(raw.timestamp),
-        "tx_count": len(raw.transactions),
-        "miner": None if miner is None else _hash(miner, 20),
-        "gas_used": _int(raw.gas_used),
-        "gas_limit": _int(raw.gas_limit),
-        "base_fee_per_gas": None if base_fee is None else _int(base_fee),
-        "size": None if size is None else _int(size),
-    }
-
-
-def decode_hashes_batch(body: bytes, ids: Sequence[int], *, start: int) -> list[Block] | None:
+def decode_hashes_batch(
+    body: bytes, ids: Sequence[int], *, start: int, prefixes: Mapping[str, bytes]
+) -> list[Block] | None:
     """`store = "blocks"`: headers, transactions as hashes (checked, counted, not kept)."""
+    prefix = prefixes[tables.BLOCKS.name]
     try:
         blocks = []
         for offset, item in enumerate(_answers(body, ids, len(ids))):
             raw = _HASHES_BLOCK.decode(item.result)
             hashes = raw.transactions
-            if raw.number != hex(start + offset) or (
-                hashes
-                and (
-                    set(map(len, hashes)) != {66}
-                    or not all(map(str.startswith, hashes, repeat("0x")))
-                )
+            if hashes and (
+                set(map(len, hashes)) != {66} or not all(map(str.startswith, hashes, repeat("0x")))
             ):
                 return None
-            blocks.append(Block(**_head(raw, start + offset)))
+            blocks.append(_block(raw, _header(raw, start + offset, prefix)))
         return blocks
-    except (_Refused, msgspec.DecodeError, ValueError, KeyError, IndexError, TypeError):
+    except _REFUSED:
         return None
 
 
@@ -175,62 +129,84 @@ def _answers(body: bytes, ids: Sequence[int], expected: int) -> list[_Item]:
 
 
 def decode_full_batch(
-    body: bytes, ids: Sequence[int], *, start: int, count: int, chain: int, with_logs: bool
+    body: bytes,
+    ids: Sequence[int],
+    *,
+    start: int,
+    count: int,
+    prefixes: Mapping[str, bytes],
+    with_logs: bool,
 ) -> list[Block] | None:
-    """The batch's blocks with encoded rows, or None when the checked path must decide."""
+    """The batch's blocks with encoded rows, or None when the checked path must decide.
+
+    `prefixes` are the store's COPY row prefixes per table (`Table.copy_prefix`).
+    """
     try:
-        return _decode(body, ids, start=start, count=count, chain=chain, with_logs=with_logs)
-    except (_Refused, msgspec.DecodeError, ValueError, KeyError, IndexError, TypeError):
+        return _decode(body, ids, start=start, count=count, prefixes=prefixes, with_logs=with_logs)
+    except _REFUSED:
         return None
 
 
 def _decode(
-    body: bytes, ids: Sequence[int], *, start: int, count: int, chain: int, with_logs: bool
+    body: bytes,
+    ids: Sequence[int],
+    *,
+    start: int,
+    count: int,
+    prefixes: Mapping[str, bytes],
+    with_logs: bool,
 ) -> list[Block]:
     answers = _answers(body, ids, count + with_logs)
-    chain_field = b"\x00\x00\x00\x02" + chain.to_bytes(2, "big")
-    prefixes = [chain_field + b"\x00\x00\x00\x08" + n.to_bytes(8, "big")
-                for n in range(start, start + count)]  # fmt: skip
+    tx_table, log_table = evm_fields.TRANSACTIONS, evm_fields.LOGS
+    tx_prefix, log_prefix = prefixes[tx_table.table.name], prefixes[log_table.table.name]
+    block_prefix = prefixes[tables.BLOCKS.name]
 
     # One block at a time: its structs are dropped once its rows are written.
-    heads: list[dict[str, Any]] = []
+    heads: list[Block] = []
     tx_data: list[bytes] = []
     tx_hashes: list[list[str]] = []
     spelled: list[tuple[str, str, bool]] = []  # hash, number as sent; bloom announces logs
     for offset, item in enumerate(answers[:count]):
+        number = start + offset
         raw = _BLOCK.decode(item.result)
-        if raw.number != hex(start + offset):
-            raise _Refused
+        heads.append(_block(raw, _header(raw, number, block_prefix)))
         txs = raw.transactions
-        tx_data.append(_rows.tx_rows(b"\x00\x0c" + prefixes[offset], txs, raw.hash, raw.number))
+        tx_data.append(
+            tx_table.encode(
+                tx_prefix, txs, block_hash=raw.hash, block_number=raw.number, number=number
+            )
+        )
         tx_hashes.append([tx.hash for tx in txs])
-        bloom = raw.logs_bloom
+        bloom = raw.logsBloom
         spelled.append((raw.hash, raw.number, bloom is not None and bloom != _ZERO_BLOOM))
-        heads.append(_head(raw, start + offset))
         del raw, txs
 
-    log_data = [b""] * count
-    log_count = [0] * count
+    log_rows = [Rows(0)] * count
     if with_logs:
-        groups: list[list[_Log]] = [[] for _ in range(count)]
+        groups: list[list[Any]] = [[] for _ in range(count)]
         by_number = {number: offset for offset, (_, number, _) in enumerate(spelled)}
         for lg in _LOGS.decode(answers[-1].result):
-            groups[by_number[lg.block_number]].append(lg)
-        for offset, ((block_hash, _, bloom_says), logs) in enumerate(
+            groups[by_number[lg.blockNumber]].append(lg)
+        for offset, ((block_hash, block_number, bloom_says), logs) in enumerate(
             zip(spelled, groups, strict=True)
         ):
             if bloom_says != bool(logs):
                 raise _Refused  # the bloom and the logs disagree: the checked path says how
             if logs:
-                log_count[offset] = len(logs)
-                log_data[offset] = _rows.log_rows(
-                    b"\x00\x08" + prefixes[offset], logs, block_hash, tx_hashes[offset]
+                encoded = log_table.encode(
+                    log_prefix,
+                    logs,
+                    block_hash=block_hash,
+                    block_number=block_number,
+                    number=start + offset,
+                    tx_hashes=tx_hashes[offset],
                 )
+                log_rows[offset] = Rows(len(logs), encoded=encoded)
 
-    return [
-        Block(
-            **head,
-            rows=CopyRows(chain, tx_data[i], log_count[i], log_data[i]),
-        )
-        for i, head in enumerate(heads)
-    ]
+    for i, head in enumerate(heads):
+        rows = dict(head.rows)
+        rows[tx_table.table.name] = Rows(len(tx_hashes[i]), encoded=tx_data[i])
+        if with_logs:
+            rows[log_table.table.name] = log_rows[i]
+        heads[i] = Block(head.number, head.hash, head.parent_hash, rows)
+    return heads

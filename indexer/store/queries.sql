@@ -71,23 +71,6 @@ WHERE chain = %(chain)s
 -- The stored hash at one height (null when the height is not stored).
 SELECT hash FROM blocks WHERE chain = %(chain)s AND number = %(number)s;
 
--- name: copy_blocks --
--- Bulk-load blocks (binary COPY; column order matches store.writer.BLOCK_TYPES).
-COPY blocks (chain, number, hash, parent_hash, timestamp, tx_count, miner, gas_used, gas_limit,
-             base_fee_per_gas, size, version, merkle_root, bits, nonce)
-FROM STDIN (FORMAT BINARY);
-
--- name: copy_transactions --
--- Bulk-load transactions (binary COPY; column order matches store.writer.TX_TYPES).
-COPY transactions (chain, block_number, tx_index, hash, from_address, to_address, value, nonce,
-                   gas, gas_price, input, type)
-FROM STDIN (FORMAT BINARY);
-
--- name: copy_logs --
--- Bulk-load logs (binary COPY; column order matches store.writer.LOG_TYPES).
-COPY logs (chain, block_number, log_index, tx_index, tx_hash, address, topics, data)
-FROM STDIN (FORMAT BINARY);
-
 -- name: stats_chain --
 -- Per-chain facts for `indexer stats`: the coverage view plus the last reorg.
 SELECT v.*, c.head_seen_at,
@@ -100,28 +83,10 @@ WHERE v.chain = %(name)s;
 -- Stored hashes at the given heights (fork-point search).
 SELECT number, hash FROM blocks WHERE chain = %(chain)s AND number = ANY(%(numbers)s);
 
--- name: delete_logs_above --
--- Rollback: logs above the fork point.
-DELETE FROM logs WHERE chain = %(chain)s AND block_number > %(number)s;
-
--- name: delete_transactions_above --
--- Rollback: transactions above the fork point.
-DELETE FROM transactions WHERE chain = %(chain)s AND block_number > %(number)s;
-
--- name: delete_blocks_above --
--- Rollback: blocks above the fork point.
-DELETE FROM blocks WHERE chain = %(chain)s AND number > %(number)s;
-
 -- name: reorg_insert --
 -- Audit row for a rollback (kind 'reorg') or an operator rewind (kind 'rewind').
 INSERT INTO reorgs (chain, kind, fork_number, depth, old_tip_hash, new_tip_hash)
 VALUES (%(chain)s, %(kind)s, %(fork_number)s, %(depth)s, %(old_tip_hash)s, %(new_tip_hash)s);
-
--- name: rows_above --
--- What a rollback or rewind to a height would delete.
-SELECT (SELECT count(*) FROM blocks WHERE chain = %(chain)s AND number > %(number)s),
-       (SELECT count(*) FROM transactions WHERE chain = %(chain)s AND block_number > %(number)s),
-       (SELECT count(*) FROM logs WHERE chain = %(chain)s AND block_number > %(number)s);
 
 -- name: chain_write_lock --
 -- Serialise write transactions of one chain (sync batches, rollbacks, gap repairs).

@@ -16,9 +16,9 @@ from datetime import datetime
 
 from indexer import errors
 from indexer.models import Block, BlockRef
-from indexer.store import Store
+from indexer.store import Store, sinks
 from indexer.store.queries import Q
-from indexer.store.writer import copy_rows, lock_chain_writes
+from indexer.store.writer import lock_chain_writes
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class RepairStore:
                             f"{self.name}: stored block {above:,d} does not link to the node's "
                             f"block {last.number:,d}: the node's chain changed below our tip"
                         )
-                await copy_rows(cur, self.chain, blocks)
+                await sinks.write_all(cur, self.chain, blocks)
                 await cur.execute(
                     Q["gap_failures_clear"],
                     {"chain": self.chain, "start": first.number, "end": last.number},

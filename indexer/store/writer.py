@@ -1,4 +1,4 @@
-"""One chain's write path: blocks, transactions, logs and the checkpoint in one transaction.
+"""One chain's write path: a batch's rows (through the sinks) and the checkpoint, atomically.
 
 A `ChainWriter` owns a dedicated connection that holds the chain's writer lock (a session
 advisory lock) for as long as it lives, and every write goes through that same connection.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -19,20 +18,10 @@ import psycopg
 from indexer import errors
 from indexer.config import DatabaseConfig
 from indexer.models import Block, BlockRef
-from indexer.store import LOCK_NS_CHAIN_TX, LOCK_NS_WRITER, connect, translate
+from indexer.store import LOCK_NS_CHAIN_TX, LOCK_NS_WRITER, connect, sinks, translate
 from indexer.store.queries import Q
 
 logger = logging.getLogger(__name__)
-
-BLOCK_TYPES = [
-    "int2", "int8", "bytea", "bytea", "timestamptz", "int4", "bytea", "int8", "int8",
-    "numeric", "int4", "int8", "bytea", "int8", "int8",
-]  # fmt: skip
-TX_TYPES = [
-    "int2", "int8", "int4", "bytea", "bytea", "bytea", "numeric", "numeric", "numeric",
-    "numeric", "bytea", "int2",
-]  # fmt: skip
-LOG_TYPES = ["int2", "int8", "int4", "int4", "bytea", "bytea", "bytea[]", "bytea"]
 
 
 class ChainWriter:
@@ -111,13 +100,10 @@ class ChainWriter:
             )
             return {int(n): bytes(h) for n, h in await cur.fetchall()}
 
-    async def rows_above(self, number: int) -> tuple[int, int, int]:
-        """(blocks, transactions, logs) stored above `number`."""
+    async def rows_above(self, number: int) -> dict[str, int]:
+        """Rows stored above `number`, per table (what a rollback to it deletes)."""
         with translate(f"count rows of chain {self.name}"):
-            cur = await self.conn.execute(Q["rows_above"], {"chain": self.chain, "number": number})
-            row = await cur.fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1]), int(row[2])
+            return await sinks.count_all_above(self.conn.cursor(), self.chain, number)
 
     async def roll_back(
         self,
@@ -133,17 +119,15 @@ class ChainWriter:
         `fork` is the stored block at `fork_number` (None when nothing remains: the fork is
         below the start block). The checkpoint moves by compare-and-swap from `expected`, and
         a `reorgs` row records the rollback in the same transaction: after a crash the chain
-        is either the old branch, whole, or rolled back and audited, never a mix.
+        is either the old branch, whole, or rolled back and audited, never a mix. Every
+        table's rows go through its sink (`store.sinks`).
         """
         assert fork is None or fork.number == fork_number
-        params = {"chain": self.chain, "number": fork_number}
         with translate(f"roll back chain {self.name} to {fork_number:,d}"):
             async with self.conn.transaction():
                 cur = self.conn.cursor()
                 await lock_chain_writes(cur, self.chain)
-                await cur.execute(Q["delete_logs_above"], params)
-                await cur.execute(Q["delete_transactions_above"], params)
-                await cur.execute(Q["delete_blocks_above"], params)
+                await sinks.delete_all_above(cur, self.chain, fork_number)
                 await cur.execute(
                     Q["checkpoint_advance"],
                     {
@@ -173,10 +157,11 @@ class ChainWriter:
 
     async def write_batch(
         self, blocks: Sequence[Block], *, expected: BlockRef | None, head: int | None
-    ) -> BlockRef:
+    ) -> dict[str, int]:
         """Write `blocks` and move the checkpoint from `expected` to the last one, atomically.
 
-        The caller has validated that `blocks` link to `expected`. Returns the new tip.
+        The caller has validated that `blocks` link to `expected`. Returns the rows written
+        per table.
         """
         assert blocks, "empty batch"
         new_tip = blocks[-1].ref
@@ -185,7 +170,7 @@ class ChainWriter:
             async with self.conn.transaction():
                 cur = self.conn.cursor()
                 await lock_chain_writes(cur, chain)
-                await copy_rows(cur, chain, blocks)
+                written = await sinks.write_all(cur, chain, blocks)
                 await cur.execute(
                     Q["checkpoint_advance"],
                     {
@@ -203,66 +188,9 @@ class ChainWriter:
                     )
                 if head is not None:
                     await cur.execute(Q["chain_set_head"], {"chain": chain, "head": head})
-        return new_tip
+        return written
 
 
 async def lock_chain_writes(cur: psycopg.AsyncCursor[Any], chain: int) -> None:
     """Serialise this transaction with every other write transaction of `chain`."""
     await cur.execute(Q["chain_write_lock"], {"namespace": LOCK_NS_CHAIN_TX, "chain": chain})
-
-
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
-_COPY_TRAILER = b"\xff\xff"
-
-
-async def copy_rows(cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]) -> None:
-    """Binary-COPY `blocks` and their transactions and logs (inside the caller's transaction).
-
-    A block's transactions and logs are either objects (adapted here, row by row) or
-    pre-encoded rows (`Block.rows`, sent as they are).
-    """
-    async with cur.copy(Q["copy_blocks"]) as copy:
-        copy.set_types(BLOCK_TYPES)
-        for b in blocks:
-            await copy.write_row(
-                (
-                    chain, b.number, b.hash, b.parent_hash,
-                    datetime.fromtimestamp(b.timestamp, UTC), b.tx_count,
-                    b.miner, b.gas_used, b.gas_limit, b.base_fee_per_gas, b.size,
-                    b.version, b.merkle_root, b.bits, b.nonce,
-                )
-            )  # fmt: skip
-    if any(b.transactions for b in blocks):
-        async with cur.copy(Q["copy_transactions"]) as copy:
-            copy.set_types(TX_TYPES)
-            for b in blocks:
-                for t in b.transactions:
-                    await copy.write_row(
-                        (
-                            chain, t.block_number, t.tx_index, t.hash,
-                            t.from_address, t.to_address, t.value, t.nonce, t.gas,
-                            t.gas_price, t.input, t.type,
-                        )
-                    )  # fmt: skip
-    if any(b.logs for b in blocks):
-        async with cur.copy(Q["copy_logs"]) as copy:
-            copy.set_types(LOG_TYPES)
-            for b in blocks:
-                for lg in b.logs:
-                    await copy.write_row(
-                        (
-                            chain, lg.block_number, lg.log_index, lg.tx_index,
-                            lg.tx_hash, lg.address, list(lg.topics), lg.data,
-                        )
-                    )  # fmt: skip
-    encoded = [b.rows for b in blocks if b.rows is not None]
-    if any(r.chain != chain for r in encoded):
-        raise errors.StoreError(f"rows encoded for another chain id than {chain}; not written")
-    if any(r.tx_data for r in encoded):
-        async with cur.copy(Q["copy_transactions"]) as copy:
-            await copy.write(b"".join([_COPY_HEADER, *(r.tx_data for r in encoded), _COPY_TRAILER]))
-    if any(r.log_count for r in encoded):
-        async with cur.copy(Q["copy_logs"]) as copy:
-            await copy.write(
-                b"".join([_COPY_HEADER, *(r.log_data for r in encoded), _COPY_TRAILER])
-            )

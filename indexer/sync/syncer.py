@@ -24,7 +24,7 @@ from typing import TypeVar
 from indexer import errors
 from indexer.chain import ChainSource, anchor_below
 from indexer.config import ChainConfig
-from indexer.models import Block, BlockRef
+from indexer.models import BlockRef
 from indexer.store import Store
 from indexer.store.writer import ChainWriter
 from indexer.sync import reorg, validate
@@ -46,14 +46,24 @@ class _Stopped(Exception):
 class SyncCounters:
     """What this chain's loop has done, for metrics, health and the stall detector."""
 
-    blocks_written: int = 0
-    transactions_written: int = 0
-    logs_written: int = 0
+    rows_written: dict[str, int] = field(default_factory=dict)  # per table
     batches: int = 0
     batch_secs_total: float = 0.0
     last_batch_secs: float = 0.0
     # Monotonic time of the last write, rollback, or check that found nothing to do.
     last_progress: float = field(default_factory=time.monotonic)
+
+    @property
+    def blocks_written(self) -> int:
+        return self.rows_written.get("blocks", 0)
+
+    @property
+    def transactions_written(self) -> int:
+        return self.rows_written.get("transactions", 0)
+
+    @property
+    def logs_written(self) -> int:
+        return self.rows_written.get("logs", 0)
 
 
 @dataclass
@@ -236,15 +246,15 @@ class ChainSyncer:
             raise
         # The batch is in hand: only now does a transaction open (no network await inside).
         started = time.monotonic()
-        self.tip = await self.writer.write_batch(blocks, expected=self.tip, head=self.head)
-        self._count(blocks, time.monotonic() - started)
+        written = await self.writer.write_batch(blocks, expected=self.tip, head=self.head)
+        self.tip = blocks[-1].ref
+        self._count(written, time.monotonic() - started)
         self.progress.update(self.cfg.name, height=self.tip.number, target=limit)
 
-    def _count(self, blocks: list[Block], secs: float) -> None:
+    def _count(self, written: dict[str, int], secs: float) -> None:
         c = self.counters
-        c.blocks_written += len(blocks)
-        c.transactions_written += sum(b.tx_rows for b in blocks)
-        c.logs_written += sum(b.log_rows for b in blocks)
+        for table, rows in written.items():
+            c.rows_written[table] = c.rows_written.get(table, 0) + rows
         c.batches += 1
         c.batch_secs_total += secs
         c.last_batch_secs = secs

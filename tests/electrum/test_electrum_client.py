@@ -34,6 +34,7 @@ from tests.electrum.fake_electrum import (
     mine,
     source_for,
 )
+from tests.support.rows import header, utc
 
 # -- Answers that are valid
 
@@ -45,15 +46,15 @@ async def test_headers_arrive_validated_over_hex_and_list_answers(protocol: str)
         blocks = await source.blocks(0, 120)
         assert_regtest_blocks(blocks, 0)
         assert_regtest_blocks(await source.blocks(150, 40), 150)
-        header = bh.parse_header(REGTEST_CHAIN[7], height=7)
-        got = blocks[7]
-        assert (got.version, got.merkle_root, got.bits, got.nonce) == (
-            header.version,
-            header.merkle_root,
-            header.bits,
-            header.nonce,
+        parsed = bh.parse_header(REGTEST_CHAIN[7], height=7)
+        got = header(blocks[7])
+        assert (got["version"], got["merkle_root"], got["bits"], got["nonce"]) == (
+            parsed.version,
+            parsed.merkle_root,
+            parsed.bits,
+            parsed.nonce,
         )
-        assert (got.timestamp, got.tx_count) == (header.timestamp, 0)
+        assert (got["timestamp"], got["tx_count"]) == (utc(parsed.timestamp), 0)
         assert fake.calls("blockchain.block.headers")[-1] == [149, 41]  # the parent comes along
 
 

@@ -21,6 +21,7 @@ from indexer.chain.electrum import ElectrumSource, gather_all, make_servers
 from indexer.config import ChainConfig
 from tests.electrum.bitcoind_sim import BitcoindSim
 from tests.electrum.electrumx_proc import ElectrumXProc
+from tests.support.rows import header, utc
 
 REGTEST_GENESIS = bh.REGTEST.genesis_hash.hex()
 
@@ -64,16 +65,17 @@ async def test_2000_headers_equal_the_simulators(
         assert [b.number for b in blocks] == list(range(2001))
         assert [b.hash for b in blocks] == sim_hashes(bitcoind_sim, 0, 2001)
         for block in (blocks[0], blocks[1234], blocks[2000]):
-            header = bh.parse_header(bitcoind_sim.header(block.number), height=block.number)
-            assert (block.parent_hash, block.merkle_root, block.timestamp) == (
-                header.prev_hash,
-                header.merkle_root,
-                header.timestamp,
+            parsed = bh.parse_header(bitcoind_sim.header(block.number), height=block.number)
+            got = header(block)
+            assert (block.parent_hash, got["merkle_root"], got["timestamp"]) == (
+                parsed.prev_hash,
+                parsed.merkle_root,
+                utc(parsed.timestamp),
             )
-            assert (block.version, block.bits, block.nonce, block.tx_count) == (
-                header.version,
-                header.bits,
-                header.nonce,
+            assert (got["version"], got["bits"], got["nonce"], got["tx_count"]) == (
+                parsed.version,
+                parsed.bits,
+                parsed.nonce,
                 0,
             )
         numbers = [0, 1, 999, 2000, 2001, 5000]

@@ -8,8 +8,9 @@ a hash above their fork point.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from indexer.chain import header_block
 from indexer.models import Block
 
 GENESIS_PARENT = b"\x00" * 32
@@ -48,7 +49,7 @@ class FakeChain:
 
     # -- ChainSource
 
-    def bind(self, store_chain: int) -> None:
+    def bind(self, copy_prefixes: Mapping[str, bytes]) -> None:
         pass
 
     def close(self) -> None:
@@ -63,8 +64,8 @@ class FakeChain:
 
     def _block(self, number: int) -> Block:
         h = self.canonical[number]
-        return Block(number=number, hash=h, parent_hash=self.parents[h], timestamp=number,
-                     tx_count=0)  # fmt: skip
+        return header_block(where=self.label, number=number, hash=h,
+                            parent_hash=self.parents[h], timestamp=number, tx_count=0)  # fmt: skip
 
     async def blocks(self, start: int, count: int) -> list[Block]:
         self.requests += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -19,16 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexer import _rows, errors
-from indexer.chain import evm_rows
+from indexer import errors, tables
+from indexer.chain import evm_fields, evm_rows
 from indexer.chain.evm import EvmSource
 from indexer.chain.evm_rows import decode_full_batch
 from indexer.chain.rpc import RpcClient, results_of
 from indexer.config import ChainConfig
-from indexer.models import Block
+from indexer.models import Block, Rows
 from tests.unit.test_evm_source import CORRUPTIONS, block_json, good, h, log_json
 
 CHAIN = 7
+PREFIXES = tables.copy_prefixes(CHAIN)
 CFG = ChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0)
 
 
@@ -64,7 +66,13 @@ def _bytea_array(raw: bytes) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+def _timestamptz(raw: bytes) -> datetime:
+    (micros,) = struct.unpack(">q", raw)
+    return datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
 DECODE: dict[str, Callable[[bytes], Any]] = {
+    "timestamptz": _timestamptz,
     "int2": lambda b: struct.unpack(">h", b)[0],
     "int4": lambda b: struct.unpack(">i", b)[0],
     "int8": lambda b: struct.unpack(">q", b)[0],
@@ -72,9 +80,9 @@ DECODE: dict[str, Callable[[bytes], Any]] = {
     "numeric": _numeric,
     "bytea[]": _bytea_array,
 }
-TX_TYPES = ["int2", "int8", "int4", "bytea", "bytea", "bytea", "numeric", "numeric",
-            "numeric", "numeric", "bytea", "int2"]  # fmt: skip
-LOG_TYPES = ["int2", "int8", "int4", "int4", "bytea", "bytea", "bytea[]", "bytea"]
+BLOCK_TYPES = tables.BLOCKS.copy_types
+TX_TYPES = tables.TRANSACTIONS.copy_types
+LOG_TYPES = tables.LOGS.copy_types
 
 
 def read_rows(data: bytes, types: list[str]) -> list[tuple[Any, ...]]:
@@ -97,24 +105,39 @@ def read_rows(data: bytes, types: list[str]) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _table_rows(rows: Rows | None, types: list[str]) -> list[tuple[Any, ...]]:
+    """A table's rows in one form: full tuples (`chain` first), lists as tuples."""
+    if rows is None:
+        return []
+    if rows.encoded:
+        assert not rows.values
+        found = read_rows(rows.encoded, types)
+    else:
+        found = [(CHAIN, *row) for row in rows.values]
+    assert len(found) == rows.count
+    return [tuple(tuple(v) if isinstance(v, list) else v for v in row) for row in found]
+
+
 def rows_of(blocks: Sequence[Block]) -> tuple[list[Any], list[Any], list[Any]]:
-    """(block fields, tx rows, log rows) of either path's output, in one form."""
+    """(block rows, tx rows, log rows) of either path's output, in one form."""
     heads, txs, logs = [], [], []
     for b in blocks:
-        heads.append((b.number, b.hash, b.parent_hash, b.timestamp, b.tx_count, b.miner,
-                      b.gas_used, b.gas_limit, b.base_fee_per_gas, b.size))  # fmt: skip
-        if b.rows is not None:
-            txs += read_rows(b.rows.tx_data, TX_TYPES)
-            logs += read_rows(b.rows.log_data, LOG_TYPES)
-            assert len(read_rows(b.rows.tx_data, TX_TYPES)) == b.tx_count
-            assert len(read_rows(b.rows.log_data, LOG_TYPES)) == b.rows.log_count
-            continue
-        txs += [(CHAIN, t.block_number, t.tx_index, t.hash, t.from_address, t.to_address,
-                 t.value, t.nonce, t.gas, t.gas_price, t.input, t.type)
-                for t in b.transactions]  # fmt: skip
-        logs += [(CHAIN, lg.block_number, lg.log_index, lg.tx_index, lg.tx_hash, lg.address,
-                  lg.topics, lg.data) for lg in b.logs]  # fmt: skip
+        (head,) = _table_rows(b.rows["blocks"], BLOCK_TYPES)
+        heads.append((b.number, b.hash, b.parent_hash, head))
+        assert (head[1], head[2], head[3]) == (b.number, b.hash, b.parent_hash)
+        txs += _table_rows(b.rows.get("transactions"), TX_TYPES)
+        logs += _table_rows(b.rows.get("logs"), LOG_TYPES)
+        if b.rows.get("transactions") is not None:
+            assert len(_table_rows(b.rows.get("transactions"), TX_TYPES)) == head[TX_COUNT]
     return heads, txs, logs
+
+
+TX_COUNT = [c.name for c in tables.BLOCKS.columns].index("tx_count")
+
+
+def encoded(blocks: Sequence[Block]) -> bool:
+    """Every block's rows came encoded (the fast path)."""
+    return all(r.encoded or not r.count for b in blocks for r in b.rows.values())
 
 
 # -- Both paths over one response body
@@ -148,7 +171,7 @@ async def checked(body: bytes, start: int, count: int) -> list[Block] | Exceptio
 
 def fast(body: bytes, start: int, count: int) -> list[Block] | None:
     return decode_full_batch(
-        body, list(range(count + 1)), start=start, count=count, chain=CHAIN, with_logs=True
+        body, list(range(count + 1)), start=start, count=count, prefixes=PREFIXES, with_logs=True
     )
 
 
@@ -163,9 +186,9 @@ async def test_fast_path_maps_a_batch_like_the_checked_path() -> None:
 
 async def test_bound_source_takes_the_fast_path_and_counts_it() -> None:
     src = EvmSource(CFG, cast(RpcClient, RawRpc(body_of(good(10, 3)))))
-    src.bind(CHAIN)
+    src.bind(PREFIXES)
     blocks = await src.blocks(10, 3)
-    assert all(b.rows is not None for b in blocks)
+    assert encoded(blocks)
     assert (src.fast_batches, src.checked_batches) == (1, 0)
 
 
@@ -176,7 +199,7 @@ async def test_corruptions_are_refused_and_the_checked_error_raised(case: str) -
     body = body_of(results)
     assert fast(body, 10, 3) is None
     src = EvmSource(CFG, cast(RpcClient, RawRpc(body)))
-    src.bind(CHAIN)
+    src.bind(PREFIXES)
     with pytest.raises(errors.ResponseCorrupted):
         await src.blocks(10, 3)
     assert src.checked_batches == 1
@@ -191,9 +214,9 @@ async def test_non_canonical_but_valid_answers_go_to_the_checked_path() -> None:
     results[2]["transactions"][1]["transactionIndex"] = "0x01"  # non-canonical quantity
     body = body_of(results)
     src = EvmSource(CFG, cast(RpcClient, RawRpc(body)))
-    src.bind(CHAIN)
+    src.bind(PREFIXES)
     blocks = await src.blocks(10, 3)
-    assert src.checked_batches == 1 and blocks[2].rows is None
+    assert src.checked_batches == 1 and not encoded(blocks[2:])
     want = await checked(body, 10, 3)
     assert not isinstance(want, Exception) and rows_of(blocks) == rows_of(want)
 
@@ -214,32 +237,35 @@ async def test_numeric_values_round_trip(value: int) -> None:
 
 
 def test_encoder_names_the_bad_field_and_row() -> None:
-    block = msgspec.convert(block_json(10, txs=2), evm_rows._Block)
-    log = msgspec.convert(log_json(10), evm_rows._Log)
+    block: Any = msgspec.convert(block_json(10, txs=2), evm_rows._Block)
+    log: Any = msgspec.convert(log_json(10), evm_rows._Log)
     hashes = [tx.hash for tx in block.transactions]
+    txs_table, logs_table = evm_fields.TRANSACTIONS, evm_fields.LOGS
 
     def tx_error(**change: Any) -> str:
         txs = [msgspec.structs.replace(block.transactions[0], **change), block.transactions[1]]
         with pytest.raises(ValueError) as info:
-            _rows.tx_rows(b"\x00\x0c" + bytes(14), txs, block.hash, block.number)
+            txs_table.encode(PREFIXES["transactions"], txs, block_hash=block.hash,
+                             block_number=block.number, number=10)  # fmt: skip
         return str(info.value)
 
     def log_error(**change: Any) -> str:
         logs = [msgspec.structs.replace(log, **change)]
         with pytest.raises(ValueError) as info:
-            _rows.log_rows(b"\x00\x08" + bytes(14), logs, block.hash, hashes)
+            logs_table.encode(PREFIXES["logs"], logs, block_hash=block.hash,
+                              block_number=block.number, number=10, tx_hashes=hashes)  # fmt: skip
         return str(info.value)
 
     assert tx_error(input="0xzz") == "input of row 0: not hex"
     assert tx_error(value="0x" + "1" * 65).startswith("value of row 0")
     assert tx_error(hash="0x" + "11" * 31 + " 1") == "hash of row 0: not hex"
-    assert tx_error(block_hash=h(11)) == "blockHash of row 0: names another block"
-    assert tx_error(transaction_index="0x00").startswith("transactionIndex of row 0")
+    assert tx_error(blockHash=h(11)) == "blockHash of row 0: names another block"
+    assert tx_error(transactionIndex="0x00").startswith("transactionIndex of row 0")
     assert tx_error(type="0x8000") == "type of row 0: out of range"
     assert log_error(topics=["0x1"] * 5).startswith("topics of row 0")
-    assert log_error(log_index="0x1").startswith("logIndex of row 0")
-    assert log_error(transaction_index="0x2").startswith("transactionIndex of row 0")
-    assert log_error(transaction_hash=hashes[1]).startswith("transactionHash of row 0")
+    assert log_error(logIndex="0x1").startswith("logIndex of row 0")
+    assert log_error(transactionIndex="0x2").startswith("transactionIndex of row 0")
+    assert log_error(transactionHash=hashes[1]).startswith("transactionHash of row 0")
     assert log_error(removed=True) == "removed of row 0: not false"
 
 
@@ -351,11 +377,12 @@ async def checked_hashes(body: bytes, start: int, count: int) -> list[Block] | E
 async def test_hashes_mode_takes_the_fast_path_when_bound() -> None:
     body = body_of([hashes_block(n, txs=n % 3) for n in range(5, 9)])
     src = EvmSource(BLOCKS_CFG, cast(RpcClient, RawRpc(body)))
-    src.bind(CHAIN)
+    src.bind(PREFIXES)
     got = await src.blocks(5, 4)
     want = await checked_hashes(body, 5, 4)
     assert src.fast_batches == 1 and not isinstance(want, Exception)
-    assert got == want and [b.tx_count for b in got] == [2, 0, 1, 2]
+    assert rows_of(got) == rows_of(want)
+    assert [rows_of([b])[0][0][3][TX_COUNT] for b in got] == [2, 0, 1, 2]
 
 
 @st.composite
@@ -375,9 +402,9 @@ def test_hashes_fast_path_never_accepts_what_the_checked_path_refuses(
     case: tuple[bytes, int, int],
 ) -> None:
     body, start, count = case
-    got = evm_rows.decode_hashes_batch(body, list(range(count)), start=start)
+    got = evm_rows.decode_hashes_batch(body, list(range(count)), start=start, prefixes=PREFIXES)
     want = asyncio.run(checked_hashes(body, start, count))
     if got is None:
         return
     assert not isinstance(want, Exception), f"fast path accepted what was refused: {want}"
-    assert got == want
+    assert rows_of(got) == rows_of(want)

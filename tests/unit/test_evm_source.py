@@ -8,10 +8,11 @@ from typing import Any, cast
 
 import pytest
 
-from indexer import errors
+from indexer import errors, tables
 from indexer.chain.evm import EvmSource
 from indexer.chain.rpc import RpcClient
 from indexer.config import ChainConfig
+from tests.support.rows import header, named
 
 ZERO_BLOOM = "0x" + "0" * 512
 SOME_BLOOM = "0x" + "0" * 510 + "01"
@@ -102,9 +103,11 @@ async def test_maps_blocks_transactions_and_logs_in_one_batch() -> None:
     assert [m for m, _ in rpc.calls[0]] == ["eth_getBlockByNumber"] * 3 + ["eth_getLogs"]
     b = blocks[0]
     assert b.hash == bytes.fromhex(h(10)[2:]) and b.parent_hash == bytes.fromhex(h(9)[2:])
-    assert b.tx_count == 2 and len(b.transactions) == 2
-    assert b.transactions[1].to_address is None and b.transactions[0].value == 10**18
-    assert len(b.logs) == 1 and b.logs[0].topics[1] == bytes.fromhex(h(2, salt=9)[2:])
+    txs = named(tables.TRANSACTIONS, b.rows["transactions"].values)
+    logs = named(tables.LOGS, b.rows["logs"].values)
+    assert header(b)["tx_count"] == 2 and len(txs) == 2
+    assert txs[1]["to_address"] is None and txs[0]["value"] == 10**18
+    assert len(logs) == 1 and logs[0]["topics"][1] == bytes.fromhex(h(2, salt=9)[2:])
 
 
 def mutate(results: list[Any], fn: Any) -> list[Any]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from indexer import errors
+from indexer.chain import header_block
 from indexer.models import Block
 from indexer.sync.fetcher import Prefetcher
 
@@ -19,7 +20,7 @@ class FakeSource:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    def bind(self, store_chain: int) -> None:
+    def bind(self, copy_prefixes: Mapping[str, bytes]) -> None:
         pass
 
     def close(self) -> None:
@@ -43,7 +44,14 @@ class FakeSource:
             self.fail_at.discard(start)
             raise errors.SourceTransient("boom")
         return [
-            Block(number=n, hash=n.to_bytes(32, "big"), parent_hash=b"", timestamp=0, tx_count=0)
+            header_block(
+                where="test",
+                number=n,
+                hash=n.to_bytes(32, "big"),
+                parent_hash=bytes(32),
+                timestamp=0,
+                tx_count=0,
+            )
             for n in range(start, start + count)
         ]
 

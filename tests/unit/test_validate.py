@@ -3,15 +3,22 @@ from __future__ import annotations
 import pytest
 
 from indexer import errors
+from indexer.chain import header_block
 from indexer.models import GENESIS_PARENT, Block, BlockRef
 from indexer.sync.validate import check_links
+
+
+def block(number: int, h: bytes, parent: bytes) -> Block:
+    return header_block(
+        where="test", number=number, hash=h, parent_hash=parent, timestamp=0, tx_count=0
+    )
 
 
 def chain(start: int, n: int, *, parent: bytes = b"\x00" * 32, salt: int = 0) -> list[Block]:
     out = []
     for number in range(start, start + n):
         h = bytes([salt]) + number.to_bytes(31, "big")
-        out.append(Block(number=number, hash=h, parent_hash=parent, timestamp=0, tx_count=0))
+        out.append(block(number, h, parent))
         parent = h
     return out
 
@@ -39,8 +46,7 @@ def test_first_block_not_linking_is_a_reorg() -> None:
 
 def test_batch_broken_inside_is_a_broken_batch() -> None:
     blocks = chain(0, 5)
-    blocks[3] = Block(number=3, hash=blocks[3].hash, parent_hash=b"\x09" * 32, timestamp=0,
-                      tx_count=0)  # fmt: skip
+    blocks[3] = block(3, blocks[3].hash, b"\x09" * 32)
     with pytest.raises(errors.BrokenBatch) as info:
         check_links(GENESIS_PARENT, blocks)
     assert info.value.context["height"] == 3
@@ -48,7 +54,6 @@ def test_batch_broken_inside_is_a_broken_batch() -> None:
 
 def test_batch_with_skipped_number_is_a_broken_batch() -> None:
     blocks = chain(0, 5)
-    skipped = [*blocks[:2], Block(number=3, hash=b"\x07" * 32, parent_hash=blocks[1].hash,
-                                  timestamp=0, tx_count=0)]  # fmt: skip
+    skipped = [*blocks[:2], block(3, b"\x07" * 32, blocks[1].hash)]
     with pytest.raises(errors.BrokenBatch):
         check_links(GENESIS_PARENT, skipped)
