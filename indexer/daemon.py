@@ -177,7 +177,7 @@ async def _watchdog(runtime: Runtime, notifier: Notifier, *, stop: asyncio.Event
     interval = notifier.watchdog_interval_secs or min(5.0, timeout / 4)
     warned = False
     while not stop.is_set():
-        stalled = [c.name for c in runtime.chains if c.syncer.stalled(timeout_secs=timeout)]
+        stalled = [c.name for c in runtime.chains if c.state.stalled(timeout_secs=timeout)]
         if not stalled:
             warned = False
             if notifier.watchdog_interval_secs is not None:
@@ -226,7 +226,7 @@ async def _run_chain(syncer: ChainSyncer, repairer: GapRepairer) -> int:
         raise group_exc.exceptions[0] from None
     if halted is None:
         return errors.EXIT_OK
-    syncer.halted = str(halted)
+    syncer.state.halted = str(halted)
     logger.error(
         "%s: halted: %s",
         syncer.cfg.name,

@@ -14,9 +14,9 @@ from indexer.store import Store
 from indexer.store.migrate import migrate
 from indexer.store.repairs import RepairStore
 from indexer.store.writer import ChainWriter
+from indexer.sync import reorg
 from indexer.sync.gaps import GapRepairer, RangeReport
-from indexer.sync.progress import Progress
-from indexer.sync.syncer import ChainSyncer
+from indexer.sync.pipeline import LinkedBatches, write_up_to
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ async def repair_gaps(
                         source: ChainSource = source,
                     ) -> None:
                         await _resolve_reorg(
-                            cfg, chain, chain_id, store, source=source, stop=stop, echo=echo
+                            cfg, chain, chain_id, source=source, stop=stop, echo=echo
                         )
 
                     repairer = GapRepairer(
@@ -84,7 +84,6 @@ async def _resolve_reorg(
     cfg: Config,
     chain: ChainConfig,
     chain_id: int,
-    store: Store,
     *,
     source: ChainSource,
     stop: asyncio.Event,
@@ -94,8 +93,8 @@ async def _resolve_reorg(
 
     If `indexer sync` is running on this chain, it owns the writer lock and will roll back the
     stale blocks itself (its tip is stale too); we give it a few poll intervals. Otherwise we
-    take the lock and run the syncer up to the current checkpoint, which checks the tip,
-    rolls back to the fork point and syncs the new branch.
+    take the lock, resolve the reorg at the tip (`reorg.resolve`: fork point, confirmation,
+    rollback) and sync the new branch back up to the height we had.
     """
     writer = ChainWriter(cfg.database, chain=chain_id, name=chain.name)
     try:
@@ -109,17 +108,24 @@ async def _resolve_reorg(
         tip = await writer.tip()
         if tip is None:
             return
-        # The repair's own source (already identity-checked) serves the syncer too.
-        syncer = ChainSyncer(
-            chain,
-            source=source,
-            writer=writer,
-            store=store,
-            stop=stop,
-            progress=Progress(),
-            to_height=tip.number,
-        )
         echo(f"{chain.name}: stale blocks found; checking the tip for a reorg")
-        await syncer.run()
+        try:
+            rollback = await reorg.resolve(tip=tip, chain=chain, source=source, writer=writer)
+        except errors.ReorgNotConfirmed as exc:
+            echo(f"{chain.name}: no reorg to roll back ({exc})")
+            return
+        fork = rollback.fork.block
+        echo(f"{chain.name}: rolled back {rollback.depth:,d} block(s) to {fork or 'the start'}")
+        batches = LinkedBatches(
+            source,
+            start_block=chain.start_block,
+            batch_size=chain.batch_size,
+            depth=chain.prefetch_batches,
+        )
+        try:
+            limit = min(tip.number, await source.head() - chain.confirmations)
+            await write_up_to(batches, writer, tip=fork, limit=limit)
+        finally:
+            await batches.close()
     finally:
         await writer.close()

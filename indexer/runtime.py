@@ -10,6 +10,7 @@ from indexer.chain.rpc import RpcClient
 from indexer.config import Config
 from indexer.store import Store
 from indexer.sync.gaps import GapRepairer
+from indexer.sync.state import ChainState
 from indexer.sync.syncer import ChainSyncer
 
 
@@ -22,6 +23,10 @@ class ChainRuntime:
     @property
     def name(self) -> str:
         return self.syncer.cfg.name
+
+    @property
+    def state(self) -> ChainState:
+        return self.syncer.state
 
 
 @dataclass

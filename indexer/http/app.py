@@ -113,16 +113,10 @@ class HttpServer:
         db_reason = await self._database_reason()
         chains: dict[str, Any] = {}
         for chain in self.runtime.chains:
-            s = chain.syncer
+            s = chain.state
             tip = s.tip.number if s.tip else None
             lag = None if s.head is None else s.head - (tip if tip is not None else -1)
-            reason = None
-            if s.halted:
-                reason = f"halted: {s.halted}"
-            elif s.head is None:
-                reason = "node head not known yet"
-            elif lag is not None and lag > self._max_lag + s.cfg.confirmations:
-                reason = f"lag {lag:,d} blocks exceeds {self._max_lag + s.cfg.confirmations:,d}"
+            reason = s.not_ready(max_lag_blocks=self._max_lag)
             chains[chain.name] = {
                 "ready": reason is None,
                 "reason": reason,

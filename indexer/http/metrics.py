@@ -84,17 +84,18 @@ class RuntimeCollector(Collector):
         )
 
         for chain in rt.chains:
-            s = chain.syncer
-            if isinstance(s.source, EvmSource):
-                decoded.add_metric([chain.name, "fast"], s.source.fast_batches)
-                decoded.add_metric([chain.name, "checked"], s.source.checked_batches)
+            source = chain.syncer.source
+            if isinstance(source, EvmSource):
+                decoded.add_metric([chain.name, "fast"], source.fast_batches)
+                decoded.add_metric([chain.name, "checked"], source.checked_batches)
+            s = chain.state
             label = [chain.name]
             if s.head is not None:
                 head.add_metric(label, s.head)
             if s.tip is not None:
                 tip.add_metric(label, s.tip.number)
-            if s.head is not None:
-                lag.add_metric(label, s.head - (s.tip.number if s.tip else s.cfg.start_block - 1))
+            if s.lag is not None:
+                lag.add_metric(label, s.lag)
             halted.add_metric(label, 1 if s.halted else 0)
             missing.add_metric(label, chain.repairer.missing_blocks)
             failed.add_metric(label, chain.repairer.failed_ranges)

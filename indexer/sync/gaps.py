@@ -1,11 +1,14 @@
-"""Find missing ranges below the tip and fill them with the same checks as sync.
+"""Find missing ranges below the tip and fill them through the same fetch -> validate as sync.
 
-A hole [s, e] is refetched in batches; each batch must link inside, the first to the stored
-block s-1, and the last to the stored block e+1 (whose parent hash must be the node's block
-e). If a neighbour does not link, the stored chain there is stale — the node reorged below
-our tip — and the range is handed to the reorg logic (`on_reorg`), never written unlinked.
-A range that keeps failing goes to `gap_failures` with its error and is retried later with
-backoff; it is never dropped silently.
+A hole [s, e] is refetched in batches by `pipeline.LinkedBatches` (the unit sync uses: the
+first batch must extend the stored block s-1, or the anchor at the start block; each next
+one the batch before; a batch refused as too large is asked again smaller), and each batch
+is written in one transaction that re-reads its stored neighbours: the last one must be
+named as parent by the stored block e+1. If a neighbour does not link, the stored chain
+there is stale — the node reorged below our tip — and the range is handed to the reorg
+logic (`on_reorg`), never written unlinked. A range that keeps failing goes to
+`gap_failures` with its error and is retried later with backoff; it is never dropped
+silently.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from indexer import errors
-from indexer.chain import ChainSource, anchor_below
+from indexer.chain import ChainSource
 from indexer.config import ChainConfig
-from indexer.models import BlockRef
 from indexer.store.repairs import RepairStore
-from indexer.sync import validate
+from indexer.sync.pipeline import LinkedBatches
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,11 @@ class GapRepairer:
         self._on_report = on_report
         self.missing_blocks = 0  # after the last pass (for metrics)
         self.failed_ranges = 0  # dead-letter ranges after the last pass (for metrics)
-        self.batch_size = cfg.batch_size  # halved when a node refuses a batch this large
+        # Its batch size halves when a node refuses a batch as too large, for every range.
+        self.batches = LinkedBatches(
+            source, start_block=cfg.start_block, batch_size=cfg.batch_size,
+            depth=cfg.prefetch_batches,
+        )  # fmt: skip
 
     def _report(self, report: RangeReport) -> RangeReport:
         level = logging.INFO if report.status in ("repaired", "dry-run") else logging.WARNING
@@ -123,43 +129,35 @@ class GapRepairer:
             below = await self.repairs.stored_block(start - 1)
             if below is None:
                 return RangeReport(start, end, "failed", "the block below the gap vanished")
-            anchor = below
-        else:
-            try:
-                anchor = await anchor_below(self.source, self.cfg.start_block)
-            except errors.SourceError as exc:
-                return await self._failed(start, end, exc)
-        position, prev, written_below = start, anchor, below
+        batches = self.batches
+        batches.reset(below)
+        batches.set_limit(end)
         broken = 0
-        while position <= end:
-            count = min(self.batch_size, end - position + 1)
-            try:
-                blocks = await self.source.blocks(position, count)
-                validate.check_links(prev, blocks)
-                last = position + count - 1
-                await self.repairs.write(
-                    blocks, below=written_below, above=end + 1 if last == end else None
-                )
-            except errors.BatchTooLarge as exc:
-                if self.batch_size == 1:
+        try:
+            while batches.next_height <= end:
+                position = batches.next_height
+                try:
+                    blocks = await batches.next()
+                    last = blocks[-1].number
+                    await self.repairs.write(
+                        blocks, below=below, above=end + 1 if last == end else None
+                    )
+                except errors.BrokenBatch as exc:
+                    broken += 1
+                    if broken <= _BROKEN_BATCH_RETRIES:
+                        batches.reset(below)
+                        continue
                     return await self._failed(position, end, exc)
-                self.batch_size = max(1, self.batch_size // 2)
-                continue
-            except errors.BrokenBatch as exc:
-                broken += 1
-                if broken <= _BROKEN_BATCH_RETRIES:
-                    continue
-                return await self._failed(position, end, exc)
-            except (errors.ReorgDetected, errors.NeighbourMismatch) as exc:
-                if prev.number < self.cfg.start_block:
-                    # The first block does not link to the genesis anchor: bad data, not a
-                    # stale neighbour.
+                except (errors.ReorgDetected, errors.NeighbourMismatch) as exc:
+                    return RangeReport(position, end, "stale", str(exc))
+                except errors.SourceError as exc:
                     return await self._failed(position, end, exc)
-                return RangeReport(position, end, "stale", str(exc))
-            except errors.SourceError as exc:
-                return await self._failed(position, end, exc)
-            prev = written_below = BlockRef(blocks[-1].number, blocks[-1].hash)
-            position += count
+                except BaseException:
+                    batches.reset(below)
+                    raise
+                below = blocks[-1].ref
+        finally:
+            batches.reset(None)  # nothing in flight between ranges
         return RangeReport(start, end, "repaired")
 
     async def _failed(self, start: int, end: int, exc: Exception) -> RangeReport:

@@ -9,7 +9,8 @@ above it; the search exploits that monotony:
 2. each further round trip probes up to `FANOUT` evenly spaced heights inside the bracket.
 
 A depth-d reorg therefore costs 1 + ceil(log_(FANOUT+1) d) batched round trips, never d
-single-block calls. Nothing here writes; the caller deletes only after `confirm` agreed.
+single-block calls. `resolve` is the whole unit (find, confirm, enforce the depth limit,
+roll back through the writer); nothing is deleted unless `confirm` agreed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import dataclass
 
 from indexer import errors
 from indexer.chain import ChainSource
+from indexer.config import ChainConfig
 from indexer.models import BlockRef
+from indexer.store.writer import ChainWriter
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +124,43 @@ async def confirm(
     if new_tip is None:
         raise errors.ReorgNotConfirmed(f"{source.label}: node has no block at its own head")
     return new_tip
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """A reorg resolved: where the chains part, and how many blocks were rolled back."""
+
+    fork: ForkPoint
+    depth: int
+
+
+async def resolve(
+    *, tip: BlockRef, chain: ChainConfig, source: ChainSource, writer: ChainWriter
+) -> Rollback:
+    """Find the fork point below `tip`, confirm it, and roll back to it (one transaction).
+
+    The unit that sync and gap repair share. Raises `ReorgNotConfirmed` when the node no
+    longer says what made us look (nothing deleted), and `ReorgTooDeep` when the fork is
+    deeper than `max_reorg_depth` (nothing deleted; the chain halts).
+    """
+    fork = await find_fork_point(
+        tip=tip, start_block=chain.start_block, source=source, stored=writer.stored_hashes
+    )
+    new_tip_hash = await confirm(fork, tip=tip, source=source, stored=writer.stored_hashes)
+    depth = tip.number - fork.number
+    if depth > chain.max_reorg_depth:
+        raise errors.ReorgTooDeep(
+            f"chain {chain.name}: reorg of depth {depth:,d} (our tip {tip}, last common block "
+            f"{fork.number:,d}) exceeds max_reorg_depth {chain.max_reorg_depth:,d}; nothing "
+            f"was deleted. If the node's chain is the right one, recover with: indexer rewind "
+            f"--chain {chain.name} --to {fork.number}",
+            depth=depth,
+        )
+    await writer.roll_back(
+        expected=tip,
+        fork=fork.block,
+        fork_number=fork.number,
+        kind="reorg",
+        new_tip_hash=new_tip_hash,
+    )
+    return Rollback(fork, depth)

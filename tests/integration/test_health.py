@@ -40,7 +40,7 @@ async def test_ready_turns_unready_when_the_pool_is_exhausted(db_url: str, anvil
     assert not body["ready"]
     assert "no database connection available" in body["database"]["reason"]
 
-    runtime.chains[0].syncer.halted = "reorg of depth 99 exceeds max_reorg_depth 64"
+    runtime.chains[0].state.halted = "reorg of depth 99 exceeds max_reorg_depth 64"
     body = await server.readiness()
     assert body["database"]["ready"] and not body["chains"]["dev"]["ready"]
     assert body["chains"]["dev"]["reason"].startswith("halted: reorg of depth 99")
