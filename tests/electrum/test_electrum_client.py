@@ -164,7 +164,7 @@ async def test_a_dropped_server_is_logged_and_left_alone(caplog: pytest.LogCaptu
             assert_regtest_blocks(await source.blocks(0, 100), 0)
             assert len(bad.calls("blockchain.block.headers")) == 1  # not asked again
             assert source.servers.endpoints[0].circuit == "open"
-    dropped = [r for r in caplog.records if getattr(r, "action", "") == "electrum_server_dropped"]
+    dropped = [r for r in caplog.records if getattr(r, "action", "") == "endpoint_dropped"]
     assert len(dropped) == 1 and "header 40: does not link" in dropped[0].getMessage()
 
 

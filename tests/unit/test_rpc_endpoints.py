@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 
 from indexer import errors
-from indexer.chain.rpc import CIRCUIT_CLOSED, CIRCUIT_OPEN, RpcClient
+from indexer.chain.endpoints import CIRCUIT_CLOSED, CIRCUIT_OPEN
+from indexer.chain.rpc import RpcClient
 
 
 class Node:
