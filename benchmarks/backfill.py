@@ -43,7 +43,7 @@ from benchmarks.replay_node import REPO, ReplayChain, ReplayNode, ReplayServer, 
 from indexer import tables
 from indexer.chain import evm_rows
 from indexer.chain.evm import EvmSource
-from indexer.config import ChainConfig, DatabaseConfig
+from indexer.config import DatabaseConfig, EvmChainConfig
 from indexer.models import Block
 from indexer.store import sinks
 from indexer.store.migrate import migrate
@@ -541,8 +541,8 @@ class _ReplayRpc:
         return results
 
 
-def _chain_config(settings: Settings) -> ChainConfig:
-    return ChainConfig(
+def _chain_config(settings: Settings) -> EvmChainConfig:
+    return EvmChainConfig(
         name="bench", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, **dict(settings.extra)
     )
 

@@ -17,7 +17,7 @@ from web3 import AsyncWeb3
 
 from indexer.chain.evm import EvmSource
 from indexer.chain.rpc import RpcClient
-from indexer.config import ChainConfig
+from indexer.config import EvmChainConfig
 from indexer.devnet.anvil import Anvil
 from indexer.devnet.traffic import fill_blocks
 
@@ -44,7 +44,7 @@ async def with_web3(url: str) -> float:
 
 
 async def with_ours(url: str) -> float:
-    cfg = ChainConfig(name="bench", kind="evm", urls=(url,), chain_id=31337)
+    cfg = EvmChainConfig(name="bench", kind="evm", urls=(url,), chain_id=31337)
     async with RpcClient(cfg.urls, timeout_secs=30) as rpc:
         source = EvmSource(cfg, rpc)
         started = time.perf_counter()

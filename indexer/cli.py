@@ -14,7 +14,7 @@ import click
 import orjson
 
 from indexer import config as config_mod
-from indexer import daemon, errors, logsetup, stats
+from indexer import daemon, errors, logsetup, redact, stats
 from indexer import repair as repair_mod
 from indexer import rewind as rewind_mod
 from indexer import verify as verify_mod
@@ -26,7 +26,7 @@ logger = logging.getLogger("indexer")
 
 
 def _fail(exc: errors.IndexerError) -> None:
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"error: {redact.scrub(str(exc))}", err=True)
     sys.exit(exc.exit_code)
 
 

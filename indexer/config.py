@@ -12,10 +12,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+import psycopg
 import pydantic
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from indexer import errors, redact
@@ -29,14 +31,22 @@ _NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a string is not a number and a boolean is not an integer; no inf or nan.
+    # Errors and reprs never show values: a URL may hold a password or an API key.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, hide_input_in_errors=True
+    )
+
+
+_PERCENT_ENCODE = "percent-encode any : / @ ? # % in the password or key"
+_UNCLEAR_URL = f"libraries would read another host than it shows ({_PERCENT_ENCODE})"
 
 
 class DatabaseConfig(_Model):
-    url: str
+    url: str = Field(repr=False)
     pool_min_size: int = Field(default=1, ge=1, le=100)
     pool_max_size: int = Field(default=4, ge=1, le=100)
-    connect_timeout_secs: float = Field(default=10.0, gt=0)
+    connect_timeout_secs: float = Field(default=10.0, gt=0, le=3600)
     max_outage_secs: float = Field(default=300.0, gt=0)  # then exit 1 so systemd restarts us
 
     @field_validator("url")
@@ -45,6 +55,12 @@ class DatabaseConfig(_Model):
         scheme = urlsplit(url).scheme
         if scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql:// URL")
+        if not redact.is_clear(url):
+            raise ValueError(_UNCLEAR_URL)
+        try:
+            conninfo_to_dict(url)  # what libpq would reject at connect, with the URL in the error
+        except psycopg.ProgrammingError:
+            raise ValueError(f"not a valid PostgreSQL URL ({_PERCENT_ENCODE})") from None
         return url
 
     @model_validator(mode="after")
@@ -72,18 +88,21 @@ class ServiceConfig(_Model):
     stall_timeout_secs: float = Field(default=300.0, gt=0)  # behind yet no progress: no WATCHDOG
 
 
+MAX_HEIGHT = (1 << 62) - 1  # far above any chain, and safe for bigint arithmetic
+
+
 class ChainConfig(_Model):
+    """The keys every kind of chain has; `EvmChainConfig` and `ElectrumChainConfig` add theirs.
+
+    The config file's `kind` picks the model, so a key of another kind is an unknown key.
+    """
+
     name: str
-    kind: Literal["evm", "electrum"]
-    urls: tuple[str, ...] = Field(min_length=1)
-    chain_id: int | None = Field(default=None, ge=0)
-    genesis_hash: str | None = None
-    start_block: int = Field(default=0, ge=0)
+    kind: str
+    urls: tuple[str, ...] = Field(min_length=1, repr=False, strict=False)
+    start_block: int = Field(default=0, ge=0, le=MAX_HEIGHT)
     confirmations: int = Field(default=0, ge=0, le=10_000)
     max_reorg_depth: int = Field(default=64, ge=1, le=100_000)
-    # What to store: "blocks" (headers; the node sends tx hashes only), "transactions"
-    # (blocks and their transactions), "logs" (blocks, transactions and logs).
-    store: Literal["blocks", "transactions", "logs"] = "logs"
     batch_size: int = Field(default=100, ge=1, le=2016)
     poll_interval_secs: float = Field(default=2.0, gt=0, le=3600)
     request_timeout_secs: float = Field(default=30.0, gt=0, le=3600)
@@ -92,11 +111,13 @@ class ChainConfig(_Model):
     circuit_failures: int = Field(default=5, ge=1)  # consecutive failures that open a circuit
     circuit_cooldown_secs: float = Field(default=30.0, gt=0)  # open this long, then one probe
     endpoint_concurrency: int = Field(default=8, ge=1, le=256)  # requests in flight per URL
-    # evm: where full batches (transactions/logs) are decoded: 0 = one decode thread of the
-    # main process (fastest on few cores); N = N worker processes (for cores to spare).
-    decode_workers: int = Field(default=0, ge=0, le=32)
-    # electrum: SHA-256 of a server's DER certificate, for self-signed ssl:// servers.
-    tls_fingerprints: dict[str, str] = Field(default_factory=dict)
+
+    # The URL schemes of this kind of chain.
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def keeps(self, table: str) -> bool:
+        """Whether this chain stores rows in `table` (a declared table's name)."""
+        return table == "blocks"
 
     @field_validator("name")
     @classmethod
@@ -105,36 +126,71 @@ class ChainConfig(_Model):
             raise ValueError("must match [a-z0-9_-]+")
         return name
 
+    @model_validator(mode="after")
+    def _urls(self) -> ChainConfig:
+        for url in self.urls:
+            try:
+                parts = urlsplit(url)
+                hostname, port = parts.hostname, parts.port
+            except ValueError:
+                raise ValueError("urls: each must be a URL with a valid host and port") from None
+            if parts.scheme not in self.schemes or not hostname:
+                want = " or ".join(f"{s}://" for s in self.schemes)
+                raise ValueError(f"urls: each must be a {want} URL for kind {self.kind!r}")
+            if not redact.is_clear(url):
+                raise ValueError(f"urls: {_UNCLEAR_URL}")
+            del port  # parsed to check it is a valid port
+        return self
+
+
+class EvmChainConfig(ChainConfig):
+    kind: Literal["evm"] = "evm"
+    chain_id: int = Field(ge=0)  # must equal every endpoint's eth_chainId
+    # What to store: "blocks" (headers; the node sends tx hashes only), "transactions"
+    # (blocks and their transactions), "logs" (blocks, transactions and logs).
+    store: Literal["blocks", "transactions", "logs"] = "logs"
+    # Where full batches (transactions/logs) are decoded: 0 = one decode thread of the main
+    # process (fastest on few cores); N = N worker processes (for cores to spare).
+    decode_workers: int = Field(default=0, ge=0, le=32)
+
+    schemes: ClassVar[tuple[str, ...]] = ("http", "https")
+
+    def keeps(self, table: str) -> bool:
+        kept = {"blocks": ("blocks",), "transactions": ("blocks", "transactions")}
+        return table in kept.get(self.store, ("blocks", "transactions", "logs"))
+
+
+class ElectrumChainConfig(ChainConfig):
+    kind: Literal["electrum"] = "electrum"
+    genesis_hash: str  # must equal every server's genesis hash
+    # SHA-256 of a server's DER certificate, for self-signed ssl:// servers.
+    tls_fingerprints: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    schemes: ClassVar[tuple[str, ...]] = ("tcp", "ssl")
+
     @field_validator("genesis_hash")
     @classmethod
-    def _genesis(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", value):
+    def _genesis(cls, value: str) -> str:
+        if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", value):
             raise ValueError("must be a 32-byte hex hash")
         return value
 
     @model_validator(mode="after")
-    def _per_kind(self) -> ChainConfig:
-        schemes = {"evm": ("http", "https"), "electrum": ("tcp", "ssl")}[self.kind]
-        for url in self.urls:
-            parts = urlsplit(url)
-            if parts.scheme not in schemes or not parts.hostname:
-                want = " or ".join(f"{s}://" for s in schemes)
-                raise ValueError(f"urls: each must be a {want} URL for kind {self.kind!r}")
-        if self.kind == "evm" and self.chain_id is None:
-            raise ValueError("chain_id: required for kind 'evm'")
-        if self.kind == "electrum" and self.genesis_hash is None:
-            raise ValueError("genesis_hash: required for kind 'electrum'")
+    def _fingerprints(self) -> ElectrumChainConfig:
         for url in self.tls_fingerprints:
             if url not in self.urls or not url.startswith("ssl://"):
                 raise ValueError("tls_fingerprints: each key must be one of urls, an ssl:// URL")
         return self
 
 
+AnyChainConfig = Annotated[EvmChainConfig | ElectrumChainConfig, Field(discriminator="kind")]
+
+
 class Config(_Model):
     database: DatabaseConfig
     http: HttpConfig | None = None
     service: ServiceConfig = ServiceConfig()
-    chains: tuple[ChainConfig, ...]
+    chains: tuple[AnyChainConfig, ...] = Field(strict=False)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -147,7 +203,7 @@ class Config(_Model):
             seen.add(chain.name)
         return self
 
-    def chain(self, name: str) -> ChainConfig:
+    def chain(self, name: str) -> EvmChainConfig | ElectrumChainConfig:
         for chain in self.chains:
             if chain.name == name:
                 return chain
@@ -162,9 +218,17 @@ class Config(_Model):
         return found
 
 
+_KINDS = ("evm", "electrum")
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
+    after_index = False
     for part in loc:
+        if after_index and part in _KINDS:
+            after_index = False
+            continue  # the chain kind that picked the model, not a key
+        after_index = isinstance(part, int)
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -177,8 +241,13 @@ def _describe(exc: pydantic.ValidationError) -> str:
             lines.append(f"{key}: unknown key")
         elif err["type"] == "missing":
             lines.append(f"{key}: required key is missing")
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            lines.append(f"{key}.kind: must be one of {', '.join(map(repr, _KINDS))}")
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
+            field, sep, rest = msg.partition(": ")
+            if key and sep and re.fullmatch(r"[a-z_]+", field):
+                key, msg = f"{key}.{field}", rest  # a model check that names its key
             lines.append(f"{key}: {msg}" if key else msg)
     return "invalid config: " + "; ".join(lines)
 
@@ -225,6 +294,10 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
         text = resolved.read_text(encoding="utf-8")
     except OSError as exc:
         raise errors.ConfigError(f"cannot read config file {resolved}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise errors.ConfigError(
+            f"config file {resolved} is not UTF-8 (byte {exc.start:,d})"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

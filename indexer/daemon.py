@@ -16,10 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from indexer import errors, tables
-from indexer.chain import ChainSource, electrum
-from indexer.chain.electrum_servers import ElectrumServers
-from indexer.chain.evm import EvmSource
-from indexer.chain.rpc import RpcClient
+from indexer.chain import ChainSource, kinds
 from indexer.config import ChainConfig, Config
 from indexer.http.app import HttpServer
 from indexer.runtime import ChainRuntime, Runtime
@@ -53,26 +50,13 @@ async def synced_chains(
     return found
 
 
-def make_source(chain: ChainConfig, client: RpcClient | ElectrumServers) -> ChainSource:
-    if chain.kind == "evm":
-        assert isinstance(client, RpcClient)
-        return EvmSource(chain, client)
-    assert isinstance(client, ElectrumServers)
-    return electrum.ElectrumSource(chain, client)
+def make_source(chain: ChainConfig, client: kinds.Client) -> ChainSource:
+    return kinds.kind_of(chain).make_source(chain, client)
 
 
-def make_rpc(chain: ChainConfig) -> RpcClient | ElectrumServers:
-    """The node client of a chain: JSON-RPC endpoints, or Electrum servers."""
-    if chain.kind == "electrum":
-        return electrum.make_servers(chain, tls_fingerprints=chain.tls_fingerprints)
-    return RpcClient(
-        chain.urls,
-        timeout_secs=chain.request_timeout_secs,
-        max_concurrency=chain.endpoint_concurrency,
-        failures_to_open=chain.circuit_failures,
-        cooldown_secs=chain.circuit_cooldown_secs,
-        label=chain.name,
-    )
+def make_rpc(chain: ChainConfig) -> kinds.Client:
+    """The node client of a chain (JSON-RPC endpoints, or Electrum servers)."""
+    return kinds.kind_of(chain).make_client(chain)
 
 
 async def run_sync(
@@ -103,13 +87,12 @@ async def run_sync(
             source = make_source(chain, rpc)
             stack.callback(source.close)
             await source.check_identity()
+            node_chain_id, genesis_hash = kinds.kind_of(chain).identity(chain)
             chain_id = await store.register_chain(
                 name=chain.name,
                 kind=chain.kind,
-                chain_id=chain.chain_id,
-                genesis_hash=bytes.fromhex(chain.genesis_hash.removeprefix("0x"))
-                if chain.genesis_hash
-                else None,
+                chain_id=node_chain_id,
+                genesis_hash=genesis_hash,
                 start_block=chain.start_block,
             )
             source.bind(tables.copy_prefixes(chain_id))

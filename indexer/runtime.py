@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from indexer.chain.electrum_servers import ElectrumServers
-from indexer.chain.rpc import RpcClient
+from indexer.chain.kinds import Client
 from indexer.config import Config
 from indexer.store import Store
 from indexer.sync.gaps import GapRepairer
@@ -18,7 +17,7 @@ from indexer.sync.syncer import ChainSyncer
 class ChainRuntime:
     syncer: ChainSyncer
     repairer: GapRepairer
-    rpc: RpcClient | ElectrumServers
+    rpc: Client
 
     @property
     def name(self) -> str:

@@ -29,6 +29,9 @@ class ChainSource(Protocol):
     def close(self) -> None:
         """Release what the source holds besides its node client (worker processes)."""
 
+    def decode_counts(self) -> Mapping[str, int]:
+        """Batches decoded per decode path, for metrics (empty when there is one path)."""
+
     async def head(self) -> int:
         """The height of the node's best block."""
 

@@ -42,11 +42,11 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from indexer import errors
+from indexer import errors, redact
 from indexer.chain import btc_headers, header_block
 from indexer.chain import electrum_connection as ec
 from indexer.chain.electrum_servers import ElectrumServers
-from indexer.config import ChainConfig
+from indexer.config import ElectrumChainConfig
 from indexer.models import Block
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ DEFAULT_HEAD_MAX_AGE_SECS = 10.0
 
 
 def make_servers(
-    cfg: ChainConfig,
+    cfg: ElectrumChainConfig,
     *,
     tls_fingerprints: Mapping[str, str] | None = None,
     protocol_max: str = ec.PROTOCOL_MAX,
@@ -142,14 +142,13 @@ class ElectrumSource:
 
     def __init__(
         self,
-        cfg: ChainConfig,
+        cfg: ElectrumChainConfig,
         servers: ElectrumServers,
         *,
         head_max_age_secs: float = DEFAULT_HEAD_MAX_AGE_SECS,
         network: btc_headers.Network | None = None,
     ) -> None:
         """`network` (default: the one whose genesis the config names) is for tests."""
-        assert cfg.genesis_hash is not None, "config requires genesis_hash for electrum"
         genesis = bytes.fromhex(cfg.genesis_hash.removeprefix("0x"))
         network = network or btc_headers.network_for_genesis(genesis)
         if network is None or network.genesis_hash != genesis:
@@ -174,6 +173,9 @@ class ElectrumSource:
 
     def close(self) -> None:
         """Nothing besides the servers, which their own context closes."""
+
+    def decode_counts(self) -> dict[str, int]:
+        return {}  # one decode path
 
     async def check_identity(self) -> None:
         """Check every server's genesis; unreachable ones are skipped if one answers.
@@ -240,7 +242,8 @@ class ElectrumSource:
             return
         if url != self._head.url:
             return  # only the server we poll moves our idea of the head
-        height = self._parse_tip(params[0] if params else None, f"{url} header notification")
+        where = f"{redact.redact_url(url)} header notification"
+        height = self._parse_tip(params[0] if params else None, where)
         self._head = _Head(height, time.monotonic(), url)
 
     def _parse_tip(self, reply: Any, where: str) -> int:

@@ -30,7 +30,7 @@ from indexer.chain.decode_pool import Decoder
 from indexer.chain.evm_rows import decode_full_batch, decode_hashes_batch
 from indexer.chain.fields import Context, read_hex, read_quantity
 from indexer.chain.rpc import RpcClient, results_of
-from indexer.config import ChainConfig
+from indexer.config import EvmChainConfig
 from indexer.models import Block, Rows
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def _attach_logs(mapped: list[_Mapped], raw_logs: Any, *, where: str) -> list[Bl
 class EvmSource:
     """An EVM chain over JSON-RPC (one or more equivalent endpoints)."""
 
-    def __init__(self, cfg: ChainConfig, rpc: RpcClient) -> None:
+    def __init__(self, cfg: EvmChainConfig, rpc: RpcClient) -> None:
         self.cfg = cfg
         self.rpc = rpc
         self.label = cfg.name
@@ -186,6 +186,9 @@ class EvmSource:
 
     def close(self) -> None:
         self.decoder.close()
+
+    def decode_counts(self) -> dict[str, int]:
+        return {"fast": self.fast_batches, "checked": self.checked_batches}
 
     async def check_identity(self) -> None:
         """Check every endpoint's chain id; unreachable ones wait until they answer.

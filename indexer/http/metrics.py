@@ -14,7 +14,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from indexer.chain.endpoints import CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN
-from indexer.chain.evm import EvmSource
 from indexer.runtime import Runtime
 
 _CIRCUIT_VALUES = {CIRCUIT_CLOSED: 0, CIRCUIT_HALF_OPEN: 1, CIRCUIT_OPEN: 2}
@@ -84,10 +83,8 @@ class RuntimeCollector(Collector):
         )
 
         for chain in rt.chains:
-            source = chain.syncer.source
-            if isinstance(source, EvmSource):
-                decoded.add_metric([chain.name, "fast"], source.fast_batches)
-                decoded.add_metric([chain.name, "checked"], source.checked_batches)
+            for path, count in chain.syncer.source.decode_counts().items():
+                decoded.add_metric([chain.name, path], count)
             s = chain.state
             label = [chain.name]
             if s.head is not None:

@@ -44,8 +44,9 @@ def translate(action: str) -> Iterator[None]:
 
 
 def _brief(exc: BaseException) -> str:
-    # psycopg messages may include the conninfo on connection failures; keep the first line.
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    # psycopg messages may echo the conninfo, a piece of a URL libpq could not parse, or the
+    # database name: keep the first line, scrubbed of every configured secret.
+    return redact.scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0])
 
 
 def tune_adapters(conn: psycopg.AsyncConnection[Any]) -> None:

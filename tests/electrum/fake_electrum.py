@@ -22,7 +22,7 @@ import orjson
 from indexer.chain import btc_headers as bh
 from indexer.chain.electrum import ElectrumSource
 from indexer.chain.electrum_servers import ElectrumServers
-from indexer.config import ChainConfig
+from indexer.config import ElectrumChainConfig
 from tests.electrum import regtest
 
 LOOPBACK = "127.0.0.1"
@@ -220,7 +220,7 @@ async def source_for(
     *fakes: FakeElectrum, network: bh.Network = bh.REGTEST, **pool_args: Any
 ) -> AsyncIterator[ElectrumSource]:
     urls = tuple(fake.url for fake in fakes)
-    cfg = ChainConfig(
+    cfg = ElectrumChainConfig(
         name="btc", kind="electrum", urls=urls, genesis_hash=network.genesis_hash.hex()
     )
     pool_args = {

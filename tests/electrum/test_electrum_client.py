@@ -22,7 +22,7 @@ from indexer.chain import btc_headers as bh
 from indexer.chain import electrum_connection as ec
 from indexer.chain.electrum import ElectrumSource, split_range
 from indexer.chain.electrum_servers import ElectrumServers
-from indexer.config import ChainConfig
+from indexer.config import ElectrumChainConfig
 from tests.electrum.fake_electrum import (
     FORKED_CHAIN,
     PERIOD_BITS,
@@ -200,7 +200,7 @@ async def test_unreachable_server_is_skipped_by_the_identity_check() -> None:
         async with FakeElectrum(REGTEST_CHAIN) as gone:
             gone_url = gone.url
         urls = (gone_url, good.url)
-        cfg = ChainConfig(
+        cfg = ElectrumChainConfig(
             name="btc", kind="electrum", urls=urls, genesis_hash=bh.REGTEST.genesis_hash.hex()
         )
         async with ElectrumServers(

@@ -18,7 +18,7 @@ from indexer import errors
 from indexer.chain import btc_headers as bh
 from indexer.chain import electrum_connection as ec
 from indexer.chain.electrum import ElectrumSource, gather_all, make_servers
-from indexer.config import ChainConfig
+from indexer.config import ElectrumChainConfig
 from tests.electrum.bitcoind_sim import BitcoindSim
 from tests.electrum.electrumx_proc import ElectrumXProc
 from tests.support.rows import header, utc
@@ -31,7 +31,7 @@ async def electrum_source(
     url: str, *, genesis_hash: str = REGTEST_GENESIS, **source_args: Any
 ) -> AsyncIterator[ElectrumSource]:
     protocol_max = source_args.pop("protocol_max", ec.PROTOCOL_MAX)
-    cfg = ChainConfig(name="btc", kind="electrum", urls=(url,), genesis_hash=genesis_hash)
+    cfg = ElectrumChainConfig(name="btc", kind="electrum", urls=(url,), genesis_hash=genesis_hash)
     async with make_servers(cfg, protocol_max=protocol_max) as servers:
         yield ElectrumSource(cfg, servers, **source_args)
 

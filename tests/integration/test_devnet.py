@@ -334,6 +334,7 @@ def test_demo_config_is_valid_and_private(tmp_path: Path) -> None:
     loaded = config.load(str(path), env={})
     assert loaded.database.url == database_url
     (chain,) = loaded.chains
+    assert isinstance(chain, config.EvmChainConfig)
     assert (chain.name, chain.kind, chain.urls, chain.chain_id) == (
         "devnet",
         "evm",

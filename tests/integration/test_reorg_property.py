@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexer import errors
-from indexer.config import ChainConfig, DatabaseConfig
+from indexer.config import DatabaseConfig, EvmChainConfig
 from indexer.models import BlockRef
 from indexer.store import Store
 from indexer.store.writer import ChainWriter
@@ -50,7 +50,7 @@ def common_prefix(a: list[bytes], b: list[bytes]) -> int:
 
 
 async def run_steps(db_url: str, plan: list[list[tuple[str, int, int]]], batch_size: int) -> None:
-    cfg = ChainConfig(name="fake", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1,
+    cfg = EvmChainConfig(name="fake", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1,
                       max_reorg_depth=LIMIT, batch_size=batch_size, poll_interval_secs=0.01,
                       prefetch_batches=2)  # fmt: skip
     db = DatabaseConfig(url=db_url)

@@ -170,13 +170,13 @@ def test_secrets_never_reach_output(db_url: str, anvil: Any, tmp_path: Path) -> 
     result = run_cli("--config", str(path), "--log-level", "debug", "sync", "--to", "5")
     # The dead endpoint cannot answer eth_chainId: it is left out (and named, redacted).
     assert result.returncode == 0, result.stderr
-    assert "127.0.0.1:9/v2/***" in result.stderr and "apikey=***" in result.stderr
+    assert "127.0.0.1:9/***/***" in result.stderr and "apikey=***" in result.stderr
     assert "CANARY" not in result.stdout + result.stderr
     # With only dead endpoints the sync cannot start; the error names them, redacted.
     path = write_config(tmp_path / "d.toml", secret_db, [dead], request_timeout_secs=2.0)
     result = run_cli("--config", str(path), "--log-level", "debug", "sync", "--to", "5")
     assert result.returncode == errors.EXIT_FAILURE
-    assert "127.0.0.1:9/v2/***" in result.stderr
+    assert "127.0.0.1:9/***/***" in result.stderr
     assert "CANARY" not in result.stdout + result.stderr
 
 

@@ -101,7 +101,25 @@ def test_secrets_collects_passwords_and_keys() -> None:
         with_chain(urls=["https://node.example/v2/abcdefghijklmnopqrstuvwxyz012345?apikey=KEY42x"]),
         {},
     )
-    assert cfg.secrets() == {"s3cretpw", "abcdefghijklmnopqrstuvwxyz012345", "KEY42x"}
+    secrets = cfg.secrets()
+    # Every path segment and query value, the database name included (redact.py).
+    assert {"s3cretpw", "abcdefghijklmnopqrstuvwxyz012345", "KEY42x", "v2", "indexer"} <= secrets
+    assert not {"node.example", "127.0.0.1", "5432", "apikey"} & secrets
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@ss:w/rd?x@127.0.0.1/db",  # a raw / ? in the password
+        "postgresql://u:p%25w/d@127.0.0.1/db",
+        "postgresql://u:p%zz@127.0.0.1/db",  # libpq: invalid percent-encoded token
+    ],
+)
+def test_a_database_url_libpq_would_misread_is_refused_without_echo(url: str) -> None:
+    with pytest.raises(errors.ConfigError, match=r"database\.url: .*percent-encode") as info:
+        build(database={"url": url})
+    for piece in ("ss:w", "rd?x", "%25w", "p%w", "%zz", "127.0.0.1", "/db"):
+        assert piece not in str(info.value)
 
 
 def test_example_config_is_valid() -> None:
@@ -120,3 +138,52 @@ def test_systemd_credential_supplies_database_url(tmp_path: Path) -> None:
         config.build(BASE, {"CREDENTIALS_DIRECTORY": str(tmp_path / "none")}).database.url
         == (BASE["database"]["url"])
     )
+
+
+# -- Strict types: every config problem is exit 2 naming the key (issue: hostile world, 10)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (with_chain(batch_size="100"), "chains[0].batch_size"),  # a string is not a number
+        (with_chain(confirmations=True), "chains[0].confirmations"),  # nor is a boolean
+        (with_chain(poll_interval_secs="2"), "chains[0].poll_interval_secs"),
+        ({**BASE, "database": {**BASE["database"], "connect_timeout_secs": float("inf")}},
+         "database.connect_timeout_secs"),
+        ({**BASE, "database": {**BASE["database"], "max_outage_secs": float("nan")}},
+         "database.max_outage_secs"),
+        (with_chain(start_block=2**63), "chains[0].start_block"),
+        (with_chain(urls=["http://127.0.0.1:99999"]), "chains[0].urls"),
+        (with_chain(genesis_hash="00" * 32), "chains[0].genesis_hash: unknown key"),
+        (with_chain(tls_fingerprints={}), "chains[0].tls_fingerprints: unknown key"),
+        (with_chain(kind="electrum", urls=["tcp://127.0.0.1:1"], genesis_hash="00" * 32),
+         "chains[0].chain_id: unknown key"),
+        (with_chain(store="receipts!"), "chains[0].store"),
+    ],
+)  # fmt: skip
+def test_values_of_the_wrong_type_or_kind_are_refused(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        config.build(data, {})
+    assert key in str(info.value)
+    assert info.value.exit_code == errors.EXIT_USAGE
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'[database]\nurl = "postgresql://h/\xff"\n')
+    with pytest.raises(errors.ConfigError, match="not UTF-8"):
+        config.load(str(bad), {})
+
+
+def test_the_chain_kind_picks_its_model() -> None:
+    cfg = build(
+        chains=[
+            BASE["chains"][0],
+            {"name": "btc", "kind": "electrum", "urls": ["tcp://127.0.0.1:1"],
+             "genesis_hash": "00" * 32},
+        ]
+    )  # fmt: skip
+    evm, btc = cfg.chains
+    assert isinstance(evm, config.EvmChainConfig) and evm.keeps("logs")
+    assert isinstance(btc, config.ElectrumChainConfig) and not btc.keeps("transactions")

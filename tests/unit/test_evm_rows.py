@@ -25,13 +25,15 @@ from indexer.chain import evm_fields, evm_rows
 from indexer.chain.evm import EvmSource
 from indexer.chain.evm_rows import decode_full_batch
 from indexer.chain.rpc import RpcClient, results_of
-from indexer.config import ChainConfig
+from indexer.config import EvmChainConfig
 from indexer.models import Block, Rows
 from tests.unit.test_evm_source import CORRUPTIONS, block_json, good, h, log_json
 
 CHAIN = 7
 PREFIXES = tables.copy_prefixes(CHAIN)
-CFG = ChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0)
+CFG = EvmChainConfig(
+    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0
+)
 
 
 # -- Reading binary COPY rows back (independent of the encoder)
@@ -355,7 +357,7 @@ def test_fast_path_never_accepts_what_the_checked_path_refuses(
 
 # -- store = "blocks": headers with transaction hashes
 
-BLOCKS_CFG = ChainConfig(
+BLOCKS_CFG = EvmChainConfig(
     name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, store="blocks"
 )
 

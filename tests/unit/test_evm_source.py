@@ -11,7 +11,7 @@ import pytest
 from indexer import errors, tables
 from indexer.chain.evm import EvmSource
 from indexer.chain.rpc import RpcClient
-from indexer.config import ChainConfig
+from indexer.config import EvmChainConfig
 from tests.support.rows import header, named
 
 ZERO_BLOOM = "0x" + "0" * 512
@@ -82,7 +82,7 @@ class FakeRpc:
         return parse(await self.batch(calls))
 
 
-CFG = ChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1)
+CFG = EvmChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1)
 
 
 def source(results: list[Any]) -> tuple[EvmSource, FakeRpc]:

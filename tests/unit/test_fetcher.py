@@ -23,6 +23,9 @@ class FakeSource:
     def bind(self, copy_prefixes: Mapping[str, bytes]) -> None:
         pass
 
+    def decode_counts(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         pass
 
