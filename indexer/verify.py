@@ -1,105 +1,125 @@
-"""`indexer verify`: check the stored chains with SQL and, optionally, against the node."""
+"""`indexer verify`: check the stored chains with SQL and, optionally, against the node.
+
+Every check honours `--from/--to`. A check lists its first `SHOWN` problems and counts the
+rest ("and N more"); the summary line counts them all, and any problem exits 1.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from indexer import daemon, errors
 from indexer.config import ChainConfig, Config
 from indexer.store import Store
 from indexer.store.migrate import migrate
-from indexer.store.queries import Q
+from indexer.store.stored import StoredChain
 
 logger = logging.getLogger(__name__)
 
 NODE_CHUNK = 500
 MAX_HEIGHT = 1 << 62
+SHOWN = 100  # problems listed per check; the rest are counted
 
 
 def _hex(value: Any) -> str:
     return "0x" + bytes(value).hex()
 
 
+@dataclass
+class Problems:
+    """What one chain's checks found: the lines to show and how many there are in all."""
+
+    shown: list[str] = field(default_factory=list)
+    total: int = 0
+    unshown: int = 0  # lines `add` counted but did not keep
+
+    def add(self, line: str) -> None:
+        self.total += 1
+        if len(self.shown) < SHOWN:
+            self.shown.append(line)
+        else:
+            self.unshown += 1
+
+    def add_rows(self, rows: list[tuple[Any, ...]], describe: Callable[..., str]) -> None:
+        """Rows of a check query (total first): show them, count every one."""
+        if not rows:
+            return
+        total = int(rows[0][0])
+        for row in rows:
+            self.shown.append(describe(*row[1:]))
+        if total > len(rows):
+            self.shown.append(f"... and {total - len(rows):,d} more like the line above")
+        self.total += total
+
+
 async def _sql_checks(
-    store: Store, chain: ChainConfig, chain_id: int, low: int, high: int
-) -> list[str]:
-    params = {"chain": chain_id, "low": low, "high": high}
-    problems: list[str] = []
-    async with store.connection(f"verify {chain.name}") as conn:
-
-        async def rows(name: str, query_params: dict[str, Any]) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(Q[name], query_params)
-            return await cur.fetchall()
-
-        for number, parent, prev in await rows("verify_links", params):
-            problems.append(
-                f"block {number:,d}: parent hash {_hex(parent)} is not the stored block "
-                f"{number - 1:,d}'s hash {_hex(prev)}"
-            )
-        for number, count in await rows("verify_orphan_transactions", params):
-            problems.append(f"block {number:,d}: {count} transaction(s) but no stored block")
-        for number, index in await rows("verify_orphan_logs", params):
-            problems.append(f"block {number:,d}: log {index} names a transaction not stored")
-        tx_counts = await rows("verify_tx_counts", params) if chain.keeps("transactions") else []
-        for number, expected, stored in tx_counts:
-            problems.append(
-                f"block {number:,d}: tx_count {expected} but {stored} transaction(s) stored"
-            )
-        for problem, first, last in await rows("verify_ranges", {"chain": chain_id}):
-            problems.append(f"coverage bookkeeping: {first:,d}-{last:,d} {problem}")
-        cur = await conn.execute(Q["checkpoint_get"], {"chain": chain_id})
-        checkpoint = await cur.fetchone()
-        cur = await conn.execute(Q["highest_stored"], {"chain": chain_id})
-        highest_row = await cur.fetchone()
-        highest = highest_row[0] if highest_row else None
-        if checkpoint is not None and checkpoint[0] != highest:
-            problems.append(f"checkpoint {checkpoint[0]} is not the highest stored block {highest}")
-        elif checkpoint is not None and checkpoint[0] is not None:
-            cur = await conn.execute(
-                Q["block_hash_at"], {"chain": chain_id, "number": checkpoint[0]}
-            )
-            tip = await cur.fetchone()
-            if tip is None or bytes(tip[0]) != bytes(checkpoint[1]):
-                problems.append(f"checkpoint hash differs from stored block {checkpoint[0]:,d}")
-    return problems
+    stored: StoredChain, chain: ChainConfig, low: int, high: int, problems: Problems
+) -> None:
+    problems.add_rows(
+        await stored.link_breaks(low, high, limit=SHOWN),
+        lambda number, parent, prev: (
+            f"block {number:,d}: parent hash {_hex(parent)} is not the stored block "
+            f"{number - 1:,d}'s hash {_hex(prev)}"
+        ),
+    )
+    problems.add_rows(
+        await stored.orphan_transactions(low, high, limit=SHOWN),
+        lambda number, count: f"block {number:,d}: {count} transaction(s) but no stored block",
+    )
+    problems.add_rows(
+        await stored.orphan_logs(low, high, limit=SHOWN),
+        lambda number, index: f"block {number:,d}: log {index} names a transaction not stored",
+    )
+    if chain.keeps("transactions"):
+        problems.add_rows(
+            await stored.tx_count_mismatches(low, high, limit=SHOWN),
+            lambda number, expected, count: (
+                f"block {number:,d}: tx_count {expected} but {count} transaction(s) stored"
+            ),
+        )
+    problems.add_rows(
+        await stored.range_mismatches(limit=SHOWN),
+        lambda problem, first, last: f"coverage bookkeeping: {first:,d}-{last:,d} {problem}",
+    )
+    checkpoint = await stored.checkpoint()
+    highest = await stored.highest()
+    if (checkpoint.number if checkpoint else None) != highest:
+        problems.add(
+            f"checkpoint {checkpoint.number if checkpoint else None} is not the highest "
+            f"stored block {highest}"
+        )
+    elif checkpoint is not None and await stored.hash_at(checkpoint.number) != checkpoint.hash:
+        problems.add(f"checkpoint hash differs from stored block {checkpoint.number:,d}")
 
 
 async def _node_checks(
-    store: Store, chain: ChainConfig, chain_id: int, low: int, high: int
-) -> list[str]:
-    problems: list[str] = []
-    async with store.connection("highest block") as conn:
-        cur = await conn.execute(Q["highest_stored"], {"chain": chain_id})
-        row = await cur.fetchone()
-    if row is None or row[0] is None:
-        return problems
-    high = min(high, int(row[0]))
+    stored: StoredChain, chain: ChainConfig, low: int, high: int, problems: Problems
+) -> None:
+    highest = await stored.highest()
+    if highest is None:
+        return
+    high = min(high, highest)
     async with daemon.make_rpc(chain) as rpc:
         source = daemon.make_source(chain, rpc)
         await source.check_identity()
         position = low
         while position <= high:
-            async with store.connection(f"verify {chain.name} against the node") as conn:
-                cur = await conn.execute(
-                    Q["stored_hashes_between"],
-                    {"chain": chain_id, "low": position, "high": position + NODE_CHUNK - 1},
-                )
-                stored = {int(n): bytes(h) for n, h in await cur.fetchall()}
-            if stored:
-                node = await source.hashes(sorted(stored))
-                for number, ours in sorted(stored.items()):
+            ours = await stored.hashes_between(position, min(high, position + NODE_CHUNK - 1))
+            if ours:
+                node = await source.hashes(sorted(ours))
+                for number, hash_ in sorted(ours.items()):
                     theirs = node.get(number)
                     if theirs is None:
-                        problems.append(f"block {number:,d}: the node has no block there")
-                    elif theirs != ours:
-                        problems.append(
-                            f"block {number:,d}: stored {_hex(ours)} but the node has "
+                        problems.add(f"block {number:,d}: the node has no block there")
+                    elif theirs != hash_:
+                        problems.add(
+                            f"block {number:,d}: stored {_hex(hash_)} but the node has "
                             f"{_hex(theirs)}"
                         )
             position += NODE_CHUNK
-    return problems
 
 
 async def verify(
@@ -111,7 +131,7 @@ async def verify(
     against_node: bool,
     echo: Callable[[str], None],
 ) -> int:
-    """Print every problem found; return 1 if there is any, else 0."""
+    """Print the problems found (see the module docstring); return 1 if any, else 0."""
     await migrate(cfg.database)
     found = 0
     async with Store(cfg.database) as store:
@@ -120,16 +140,19 @@ async def verify(
         ):
             lo = chain.start_block if low is None else low
             hi = MAX_HEIGHT if high is None else high
-            problems = await _sql_checks(store, chain, chain_id, lo, hi)
+            stored = StoredChain(store, chain=chain_id, name=chain.name)
+            problems = Problems()
+            await _sql_checks(stored, chain, lo, hi, problems)
             if against_node:
-                problems += await _node_checks(store, chain, chain_id, lo, hi)
-            for problem in problems:
-                echo(f"{chain.name}: {problem}")
+                await _node_checks(stored, chain, lo, hi, problems)
+            for line in problems.shown:
+                echo(f"{chain.name}: {line}")
+            if problems.unshown:
+                echo(f"{chain.name}: ... and {problems.unshown:,d} more")
             what = "links, child rows and coverage" + (
                 " and the node's hashes" if against_node else ""
             )
-            echo(
-                f"{chain.name}: {'ok' if not problems else f'{len(problems)} problem(s)'} ({what})"
-            )
-            found += len(problems)
+            summary = "ok" if not problems.total else f"{problems.total:,d} problem(s)"
+            echo(f"{chain.name}: {summary} ({what})")
+            found += problems.total
     return errors.EXIT_FAILURE if found else errors.EXIT_OK

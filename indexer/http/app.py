@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry
 from indexer import errors
 from indexer.http.metrics import RuntimeCollector
 from indexer.runtime import Runtime
-from indexer.store.queries import Q
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +96,7 @@ class HttpServer:
             async with asyncio.timeout(DB_CHECK_TIMEOUT_SECS):
                 # Waiting for a pooled connection gets half the time, so an exhausted pool
                 # is told apart from a database that does not answer.
-                async with self.runtime.store.connection(
-                    "health check", timeout_secs=DB_CHECK_TIMEOUT_SECS / 2
-                ) as conn:
-                    await conn.execute(Q["health_check"])
+                await self.runtime.store.ping(pool_timeout_secs=DB_CHECK_TIMEOUT_SECS / 2)
         except TimeoutError:
             self.runtime.database_errors += 1
             return f"database did not answer within {DB_CHECK_TIMEOUT_SECS:g}s"
@@ -140,11 +136,9 @@ class HttpServer:
         self._db_size_at = now
         try:
             async with asyncio.timeout(DB_CHECK_TIMEOUT_SECS):
-                async with self.runtime.store.connection(
-                    "database size", timeout_secs=DB_CHECK_TIMEOUT_SECS
-                ) as conn:
-                    cur = await conn.execute(Q["database_size"])
-                    row = await cur.fetchone()
-            self.runtime.database_size_bytes = int(row[0]) if row else None
+                size = await self.runtime.store.database_size(
+                    pool_timeout_secs=DB_CHECK_TIMEOUT_SECS
+                )
+            self.runtime.database_size_bytes = size
         except (TimeoutError, errors.StoreError):
             self.runtime.database_errors += 1

@@ -122,6 +122,18 @@ class Store:
     def pool_stats(self) -> dict[str, int]:
         return self._pool.get_stats()
 
+    async def ping(self, *, pool_timeout_secs: float) -> None:
+        """Raise `StoreError` unless a pooled connection answers a query."""
+        async with self.connection("health check", timeout_secs=pool_timeout_secs) as conn:
+            await conn.execute(Q["health_check"])
+
+    async def database_size(self, *, pool_timeout_secs: float) -> int | None:
+        """The size of the database in bytes (pg_database_size)."""
+        async with self.connection("database size", timeout_secs=pool_timeout_secs) as conn:
+            cur = await conn.execute(Q["database_size"])
+            row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
     # -- Chains
 
     async def register_chain(

@@ -126,40 +126,41 @@ SELECT hash, parent_hash FROM blocks WHERE chain = %(chain)s AND number = %(numb
 FOR KEY SHARE;
 
 -- name: verify_links --
--- Stored blocks whose parent hash is not their stored predecessor's hash.
-SELECT b.number, b.parent_hash, p.hash
+-- Blocks whose parent hash is not the stored predecessor's hash (first `limit`, with total).
+SELECT count(*) OVER () AS total, b.number, b.parent_hash, p.hash
 FROM blocks b JOIN blocks p ON p.chain = b.chain AND p.number = b.number - 1
 WHERE b.chain = %(chain)s AND b.number BETWEEN %(low)s AND %(high)s
   AND b.parent_hash <> p.hash
-ORDER BY b.number LIMIT 1000;
+ORDER BY b.number LIMIT %(limit)s;
 
 -- name: verify_orphan_transactions --
--- Heights with transactions but no stored block.
-SELECT t.block_number, count(*)
+-- Heights with transactions but no stored block (first `limit`, with the total).
+SELECT count(*) OVER () AS total, t.block_number, count(*)
 FROM transactions t LEFT JOIN blocks b ON b.chain = t.chain AND b.number = t.block_number
 WHERE t.chain = %(chain)s AND t.block_number BETWEEN %(low)s AND %(high)s AND b.number IS NULL
-GROUP BY t.block_number ORDER BY t.block_number LIMIT 1000;
+GROUP BY t.block_number ORDER BY t.block_number LIMIT %(limit)s;
 
 -- name: verify_orphan_logs --
--- Logs whose block or transaction is not stored.
-SELECT l.block_number, l.log_index
+-- Logs whose block or transaction is not stored (first `limit`, with the total).
+SELECT count(*) OVER () AS total, l.block_number, l.log_index
 FROM logs l
 LEFT JOIN transactions t
   ON t.chain = l.chain AND t.block_number = l.block_number AND t.tx_index = l.tx_index
 WHERE l.chain = %(chain)s AND l.block_number BETWEEN %(low)s AND %(high)s
   AND (t.hash IS NULL OR t.hash <> l.tx_hash)
-ORDER BY l.block_number, l.log_index LIMIT 1000;
+ORDER BY l.block_number, l.log_index LIMIT %(limit)s;
 
 -- name: verify_tx_counts --
--- Blocks whose tx_count differs from their stored transactions.
-SELECT b.number, b.tx_count, count(t.tx_index)
+-- Blocks whose tx_count differs from their stored transactions (first `limit`, with total).
+SELECT count(*) OVER () AS total, b.number, b.tx_count, count(t.tx_index)
 FROM blocks b LEFT JOIN transactions t ON t.chain = b.chain AND t.block_number = b.number
 WHERE b.chain = %(chain)s AND b.number BETWEEN %(low)s AND %(high)s
 GROUP BY b.number, b.tx_count HAVING b.tx_count <> count(t.tx_index)
-ORDER BY b.number LIMIT 1000;
+ORDER BY b.number LIMIT %(limit)s;
 
 -- name: verify_ranges --
--- Differences between block_ranges (derived) and the blocks table itself.
+-- Differences between block_ranges (derived) and blocks itself (first `limit`, with total).
+SELECT count(*) OVER () AS total, problem, first, last FROM (
 WITH truth AS (
     SELECT min(number) AS first, max(number) AS last
     FROM (SELECT number, number - row_number() OVER (ORDER BY number) AS grp
@@ -179,7 +180,7 @@ WITH truth AS (
 UNION ALL
 (SELECT 'not in blocks' AS problem, first, last FROM derived
  EXCEPT SELECT 'not in blocks', first, last FROM truth)
-ORDER BY first LIMIT 1000;
+) diff ORDER BY first LIMIT %(limit)s;
 
 -- name: stored_hashes_between --
 -- Stored (number, hash) in a height range, in order (verify against the node).
