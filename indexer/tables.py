@@ -270,6 +270,7 @@ TRANSACTIONS = Table(
         _c("gas_price", NUMERIC, null=True),
         _c("input", BYTEA),
         _c("type", SMALLINT),
+        _c("max_fee_per_gas", NUMERIC, null=True),
     ),
     height="block_number",
 )

@@ -42,6 +42,7 @@ TRANSACTIONS = f.FieldTable(
         "gas_price": f.quantity("gasPrice"),
         "input": f.hex_data("input"),
         "type": f.quantity("type", default_zero=True),  # legacy nodes send no type
+        "max_fee_per_gas": f.quantity("maxFeePerGas"),
     },
     checks=(
         f.same_block_hash("blockHash"),

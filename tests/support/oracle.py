@@ -114,14 +114,16 @@ def assert_equals_node(
                 (chain, start, end),
             )
         }
-        stored_txs: dict[int, list[bytes]] = {}
-        for n, h in conn.execute(
-            """SELECT block_number, hash FROM transactions
+        stored_txs: dict[int, list[tuple[bytes, int | None]]] = {}
+        for n, h, max_fee in conn.execute(
+            """SELECT block_number, hash, max_fee_per_gas FROM transactions
                WHERE chain = %s AND block_number BETWEEN %s AND %s
                ORDER BY block_number, tx_index""",
             (chain, start, end),
         ):
-            stored_txs.setdefault(int(n), []).append(bytes(h))
+            stored_txs.setdefault(int(n), []).append(
+                (bytes(h), None if max_fee is None else int(max_fee))
+            )
         stored_logs: dict[int, list[tuple[int, bytes, bytes, list[bytes], bytes]]] = {}
         for n, i, tx, addr, topics, data in conn.execute(
             """SELECT block_number, log_index, tx_hash, address, topics, data FROM logs
@@ -155,10 +157,18 @@ def assert_equals_node(
                 n = int(block["number"], 16)
                 want = (_h(block["hash"]), _h(block["parentHash"]), len(block["transactions"]))
                 assert stored_blocks[n] == want, f"block {n} differs from the node"
-                want_txs = [_h(t["hash"]) for t in block["transactions"]] if transactions else []
+                want_txs = (
+                    [(_h(t["hash"]), _q(t.get("maxFeePerGas"))) for t in block["transactions"]]
+                    if transactions
+                    else []
+                )
                 assert stored_txs.get(n, []) == want_txs, f"transactions of block {n} differ"
                 want_logs = sorted(node_logs.get(n, [])) if logs else []
                 assert stored_logs.get(n, []) == want_logs, f"logs of block {n} differ"
+
+
+def _q(value: str | None) -> int | None:
+    return None if value is None else int(value, 16)
 
 
 def table_counts(db_url: str) -> dict[str, int]:

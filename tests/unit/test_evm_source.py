@@ -48,6 +48,7 @@ def block_json(n: int, *, txs: int = 1, logs: bool = True) -> dict[str, Any]:
                 "gasPrice": "0x3b9aca00",
                 "input": "0x",
                 "type": "0x2",
+                **({} if i == 1 else {"maxFeePerGas": hex(2_000_000_000 + i)}),
             }
             for i in range(txs)
         ],
@@ -107,6 +108,7 @@ async def test_maps_blocks_transactions_and_logs_in_one_batch() -> None:
     logs = named(tables.LOGS, b.rows["logs"].values)
     assert header(b)["tx_count"] == 2 and len(txs) == 2
     assert txs[1]["to_address"] is None and txs[0]["value"] == 10**18
+    assert (txs[0]["max_fee_per_gas"], txs[1]["max_fee_per_gas"]) == (2_000_000_000, None)
     assert len(logs) == 1 and logs[0]["topics"][1] == bytes.fromhex(h(2, salt=9)[2:])
 
 
