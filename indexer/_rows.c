@@ -43,12 +43,14 @@ enum {
     K_TIMESTAMP = 17,         /* output: a hex quantity of unix seconds, as a timestamptz */
     K_COUNT = 18,             /* output: the length of a list */
     K_NULL = 19,              /* output: null (a column this source does not fill) */
+    K_BOOL = 20,              /* output: a JSON boolean */
+    K_HEX_JSON = 21,          /* output: a list of objects of hex strings, as jsonb */
 };
 
 /* Postgres types of output fields. */
 enum {
     PG_INT2 = 1, PG_INT4 = 2, PG_INT8 = 3, PG_NUMERIC = 4, PG_BYTEA = 5, PG_BYTEA_ARRAY = 6,
-    PG_TIMESTAMPTZ = 7,
+    PG_TIMESTAMPTZ = 7, PG_BOOL = 8, PG_JSONB = 9,
 };
 
 /* The latest instant the checked path (Python's datetime) holds: 9999-12-31T23:59:59Z. */
@@ -287,6 +289,100 @@ static int put_hex_list(Buf *b, PyObject *list, const Op *op, Py_ssize_t row) {
     return 0;
 }
 
+/* One hex string of a JSON object: "0x" + hex digits, written lowercase and quoted. */
+static int put_json_hex(Buf *b, PyObject *o, const Op *op, Py_ssize_t row) {
+    Py_ssize_t n;
+    const char *s = hex_digits(o, &n, op, row);
+    if (s == NULL)
+        return -1;
+    if (buf_reserve(b, n + 4) < 0)
+        return -1;
+    b->data[b->len++] = '"';
+    b->data[b->len++] = '0';
+    b->data[b->len++] = 'x';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!HEX[(unsigned char)c])
+            return bad(op, row, "not hex");
+        b->data[b->len++] = (char)(c >= 'A' && c <= 'F' ? c + 32 : c);
+    }
+    b->data[b->len++] = '"';
+    return 0;
+}
+
+static int put_byte(Buf *b, char c) {
+    if (buf_reserve(b, 1) < 0)
+        return -1;
+    b->data[b->len++] = c;
+    return 0;
+}
+
+/* jsonb in binary: version 1, then the JSON text. The value is a list of objects whose keys
+ * are ASCII letters and whose values are hex strings or lists of them (access lists,
+ * authorization lists); written compact, keys in the order given, hex lowercase. */
+static int put_hex_json(Buf *b, PyObject *list, const Op *op, Py_ssize_t row) {
+    if (!PyList_Check(list))
+        return bad(op, row, "not a list");
+    if (buf_reserve(b, 5) < 0)
+        return -1;
+    Py_ssize_t len_at = b->len;
+    b->len += 4; /* the field length, filled in at the end */
+    b->data[b->len++] = 1;
+    if (put_byte(b, '[') < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *obj = PyList_GET_ITEM(list, i);
+        if (!PyDict_Check(obj))
+            return bad(op, row, "an item is not an object");
+        if ((i && put_byte(b, ',') < 0) || put_byte(b, '{') < 0)
+            return -1;
+        Py_ssize_t pos = 0, k = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(obj, &pos, &key, &value)) {
+            if (!PyUnicode_Check(key) || !PyUnicode_IS_COMPACT_ASCII(key))
+                return bad(op, row, "a key is not ASCII");
+            Py_ssize_t klen = PyUnicode_GET_LENGTH(key);
+            const char *ks = (const char *)PyUnicode_DATA(key);
+            if (klen < 1 || klen > 64)
+                return bad(op, row, "a key is not 1 to 64 letters");
+            for (Py_ssize_t j = 0; j < klen; j++)
+                if (!((ks[j] >= 'a' && ks[j] <= 'z') || (ks[j] >= 'A' && ks[j] <= 'Z')))
+                    return bad(op, row, "a key is not letters");
+            if ((k++ && put_byte(b, ',') < 0) || buf_reserve(b, klen + 3) < 0)
+                return -1;
+            b->data[b->len++] = '"';
+            memcpy(b->data + b->len, ks, (size_t)klen);
+            b->len += klen;
+            b->data[b->len++] = '"';
+            b->data[b->len++] = ':';
+            if (PyList_Check(value)) {
+                if (put_byte(b, '[') < 0)
+                    return -1;
+                for (Py_ssize_t j = 0; j < PyList_GET_SIZE(value); j++)
+                    if ((j && put_byte(b, ',') < 0)
+                        || put_json_hex(b, PyList_GET_ITEM(value, j), op, row) < 0)
+                        return -1;
+                if (put_byte(b, ']') < 0)
+                    return -1;
+            } else if (put_json_hex(b, value, op, row) < 0) {
+                return -1;
+            }
+        }
+        if (put_byte(b, '}') < 0)
+            return -1;
+    }
+    if (put_byte(b, ']') < 0)
+        return -1;
+    Py_ssize_t field = b->len - len_at - 4;
+    if (field > INT32_MAX)
+        return bad(op, row, "too long");
+    Py_ssize_t end = b->len;
+    b->len = len_at;
+    put_u32(b, (uint32_t)field);
+    b->len = end;
+    return 0;
+}
+
 /* Both ASCII strs, equal. */
 static int str_eq(PyObject *a, PyObject *b) {
     if (a == b)
@@ -446,7 +542,8 @@ static int encode_item(Buf *b, const FieldTable *t, PyObject *item, Py_ssize_t p
             }
             break;
         case K_HEX_LIST:
-            failed = put_hex_list(b, v, op, position);
+            failed = v == Py_None ? (op->nullable ? put_null(b) : bad(op, position, "missing"))
+                                  : put_hex_list(b, v, op, position);
             break;
         case K_TIMESTAMP:
             failed = v == Py_None ? (op->nullable ? put_null(b) : bad(op, position, "missing"))
@@ -458,6 +555,22 @@ static int encode_item(Buf *b, const FieldTable *t, PyObject *item, Py_ssize_t p
             break;
         case K_NULL:
             failed = put_null(b);
+            break;
+        case K_BOOL:
+            if (v == Py_None)
+                failed = op->nullable ? put_null(b) : bad(op, position, "missing");
+            else if (v != Py_True && v != Py_False)
+                failed = bad(op, position, "not a boolean");
+            else if (buf_reserve(b, 5) < 0)
+                failed = -1;
+            else {
+                put_u32(b, 1);
+                b->data[b->len++] = v == Py_True ? 1 : 0;
+            }
+            break;
+        case K_HEX_JSON:
+            failed = v == Py_None ? (op->nullable ? put_null(b) : bad(op, position, "missing"))
+                                  : put_hex_json(b, v, op, position);
             break;
         case K_TX_INDEX:
             tx_index = index_of(v);

@@ -156,8 +156,12 @@ class EvmChainConfig(ChainConfig):
     schemes: ClassVar[tuple[str, ...]] = ("http", "https")
 
     def keeps(self, table: str) -> bool:
-        kept = {"blocks": ("blocks",), "transactions": ("blocks", "transactions")}
-        return table in kept.get(self.store, ("blocks", "transactions", "logs"))
+        kept = {
+            "blocks": ("blocks",),
+            "transactions": ("blocks", "transactions", "withdrawals"),
+            "logs": ("blocks", "transactions", "withdrawals", "logs"),
+        }
+        return table in kept[self.store]
 
 
 class ElectrumChainConfig(ChainConfig):

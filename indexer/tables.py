@@ -251,6 +251,27 @@ BLOCKS = Table(
         _c("merkle_root", BYTEA, null=True, size=32),
         _c("bits", BIGINT, null=True),
         _c("nonce", BIGINT, null=True),
+        # EVM header fields of migration 0004: with the ones above, enough to recompute the
+        # block hash (keccak of the RLP header) from the row
+        _c("sha3_uncles", BYTEA, null=True, size=32),
+        _c("state_root", BYTEA, null=True, size=32),
+        _c("transactions_root", BYTEA, null=True, size=32),
+        _c("receipts_root", BYTEA, null=True, size=32),
+        _c("logs_bloom", BYTEA, null=True, size=256),
+        _c("difficulty", NUMERIC, null=True),
+        _c("extra_data", BYTEA, null=True),
+        _c("mix_hash", BYTEA, null=True, size=32),
+        _c("header_nonce", BYTEA, null=True, size=8),  # the EVM header's nonce
+        _c("withdrawals_root", BYTEA, null=True, size=32),
+        _c("blob_gas_used", BIGINT, null=True),
+        _c("excess_blob_gas", BIGINT, null=True),
+        _c("parent_beacon_block_root", BYTEA, null=True, size=32),
+        _c("requests_hash", BYTEA, null=True, size=32),
+        _c("aura_step", NUMERIC, null=True),  # Gnosis before the merge
+        _c("aura_seal", BYTEA, null=True, size=65),
+        _c("l1_block_number", BIGINT, null=True),  # Arbitrum
+        _c("send_count", NUMERIC, null=True),
+        _c("send_root", BYTEA, null=True, size=32),
     ),
     height="number",
 )
@@ -265,12 +286,37 @@ TRANSACTIONS = Table(
         _c("from_address", BYTEA, size=20),
         _c("to_address", BYTEA, null=True, size=20),  # null for a contract creation
         _c("value", NUMERIC),
-        _c("nonce", NUMERIC),
+        _c("nonce", NUMERIC, null=True),  # null only where the node leaves it out (OP deposits)
         _c("gas", NUMERIC),
         _c("gas_price", NUMERIC, null=True),
         _c("input", BYTEA),
         _c("type", SMALLINT),
         _c("max_fee_per_gas", NUMERIC, null=True),
+        _c("max_priority_fee_per_gas", NUMERIC, null=True),
+        _c("max_fee_per_blob_gas", NUMERIC, null=True),
+        _c("blob_versioned_hashes", BYTEA_ARRAY, null=True, size=32),
+        _c("chain_id", NUMERIC, null=True),
+        _c("access_list", JSONB, null=True),
+        _c("authorization_list", JSONB, null=True),
+        _c("v", NUMERIC, null=True),
+        _c("r", NUMERIC, null=True),
+        _c("s", NUMERIC, null=True),
+        _c("y_parity", SMALLINT, null=True),
+        _c("source_hash", BYTEA, null=True, size=32),  # OP Stack deposit
+        _c("mint", NUMERIC, null=True),
+        _c("is_system_tx", BOOLEAN, null=True),
+        _c("request_id", BYTEA, null=True, size=32),  # Arbitrum
+        _c("ticket_id", BYTEA, null=True, size=32),
+        _c("refund_to", BYTEA, null=True, size=20),
+        _c("max_refund", NUMERIC, null=True),
+        _c("submission_fee_refund", NUMERIC, null=True),
+        _c("l1_base_fee", NUMERIC, null=True),
+        _c("deposit_value", NUMERIC, null=True),
+        _c("retry_to", BYTEA, null=True, size=20),
+        _c("retry_value", NUMERIC, null=True),
+        _c("retry_data", BYTEA, null=True),
+        _c("beneficiary", BYTEA, null=True, size=20),
+        _c("max_submission_fee", NUMERIC, null=True),
     ),
     height="block_number",
 )
@@ -290,9 +336,51 @@ LOGS = Table(
     height="block_number",
 )
 
+RECEIPTS = Table(
+    "receipts",
+    (
+        CHAIN,
+        _c("block_number", BIGINT),
+        _c("tx_index", INTEGER),
+        _c("tx_hash", BYTEA, size=32),
+        _c("type", SMALLINT),
+        _c("status", SMALLINT, null=True),  # null before Byzantium
+        _c("root", BYTEA, null=True, size=32),  # the state root, before Byzantium
+        _c("gas_used", BIGINT),
+        _c("cumulative_gas_used", BIGINT),
+        _c("effective_gas_price", NUMERIC, null=True),
+        _c("contract_address", BYTEA, null=True, size=20),
+        _c("logs_bloom", BYTEA, size=256),
+        _c("blob_gas_used", BIGINT, null=True),
+        _c("blob_gas_price", NUMERIC, null=True),
+        _c("deposit_nonce", NUMERIC, null=True),  # OP Stack deposits
+        _c("deposit_receipt_version", SMALLINT, null=True),
+        _c("l1_fee", NUMERIC, null=True),  # OP Stack
+        _c("l1_gas_used", NUMERIC, null=True),
+        _c("l1_gas_price", NUMERIC, null=True),
+        _c("gas_used_for_l1", NUMERIC, null=True),  # Arbitrum
+        _c("l1_block_number", BIGINT, null=True),
+    ),
+    height="block_number",
+)
+
+WITHDRAWALS = Table(
+    "withdrawals",
+    (
+        CHAIN,
+        _c("block_number", BIGINT),
+        _c("position", INTEGER),  # 0-based in the block
+        _c("index", BIGINT),
+        _c("validator_index", BIGINT),
+        _c("address", BYTEA, size=20),
+        _c("amount", BIGINT),  # gwei
+    ),
+    height="block_number",
+)
+
 # Every table of chain data, parents before children: written in this order, rolled back
 # in the reverse one.
-ALL: Final = (BLOCKS, TRANSACTIONS, LOGS)
+ALL: Final = (BLOCKS, TRANSACTIONS, RECEIPTS, LOGS, WITHDRAWALS)
 
 
 def copy_prefixes(chain: int) -> dict[str, bytes]:

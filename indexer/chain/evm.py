@@ -66,6 +66,7 @@ def require_dict(value: Any, where: str) -> dict[str, Any]:
 
 _TX = evm_fields.TRANSACTIONS
 _LOG = evm_fields.LOGS
+_WITHDRAWAL = evm_fields.WITHDRAWALS
 _TX_HASH = tables.TRANSACTIONS.index("hash")
 _LOG_INDEX = tables.LOGS.index("log_index")
 _BLOCK_HASH = tables.BLOCKS.index("hash")
@@ -116,6 +117,19 @@ def _map_block(raw: Any, *, number: int, where: str, full: bool) -> _Mapped:
         )
         children[_TX.table.name] = Rows.of(txs)
         tx_hashes = [t[_TX_HASH] for t in txs]
+        raw_withdrawals = obj.get("withdrawals")
+        if raw_withdrawals is not None:
+            if not isinstance(raw_withdrawals, list):
+                raise errors.ResponseCorrupted(f"{where}: field 'withdrawals' is not a list")
+            context = Context(number, block_hash)
+            children[_WITHDRAWAL.table.name] = Rows.of(
+                tuple(
+                    _WITHDRAWAL.values(
+                        w, context=context, position=i, where=f"{where} withdrawal {i}"
+                    )
+                    for i, w in enumerate(raw_withdrawals)
+                )
+            )
     else:
         _check_tx_hashes(raw_txs, where)
     bloom = obj.get("logsBloom")

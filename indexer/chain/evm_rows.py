@@ -42,10 +42,15 @@ _ZERO_BLOOM = "0x" + "0" * 512
 
 _Tx = evm_fields.TRANSACTIONS.struct
 _Log = evm_fields.LOGS.struct
+_Withdrawal = evm_fields.WITHDRAWALS.struct
 # A block asked with full transactions, and one asked with transaction hashes only.
 _Block = msgspec.defstruct(
     "_Block",
-    [("number", str), ("logsBloom", str | None, None), ("transactions", list[_Tx])],  # type: ignore[valid-type]
+    [
+        ("number", str),
+        ("transactions", list[_Tx]),  # type: ignore[valid-type]
+        ("withdrawals", list[_Withdrawal] | None, None),  # type: ignore[valid-type]
+    ],
     bases=(evm_fields.BLOCKS.struct,),
     kw_only=True,
     gc=False,
@@ -160,6 +165,8 @@ def _decode(
     tx_table, log_table = evm_fields.TRANSACTIONS, evm_fields.LOGS
     tx_prefix, log_prefix = prefixes[tx_table.table.name], prefixes[log_table.table.name]
     block_prefix = prefixes[tables.BLOCKS.name]
+    withdrawal_table = evm_fields.WITHDRAWALS
+    withdrawal_prefix = prefixes[withdrawal_table.table.name]
 
     # One block at a time: its structs are dropped once its rows are written.
     heads: list[Block] = []
@@ -169,7 +176,16 @@ def _decode(
     for offset, item in enumerate(answers[:count]):
         number = start + offset
         raw = _BLOCK.decode(item.result)
-        heads.append(_block(raw, _header(raw, number, block_prefix)))
+        rows = _header(raw, number, block_prefix)
+        if raw.withdrawals is not None:
+            rows[withdrawal_table.table.name] = Rows(
+                len(raw.withdrawals),
+                encoded=withdrawal_table.encode(
+                    withdrawal_prefix, raw.withdrawals, block_hash=raw.hash,
+                    block_number=raw.number, number=number,
+                ),
+            )  # fmt: skip
+        heads.append(_block(raw, rows))
         txs = raw.transactions
         tx_data.append(
             tx_table.encode(

@@ -30,7 +30,7 @@ from indexer import _rows, errors, tables
 # Op kinds, as indexer/_rows.c numbers them.
 _CHECK_BLOCK_HASH, _CHECK_BLOCK_NUMBER, _CHECK_POSITION, _CHECK_FALSE = 1, 2, 3, 4
 _BLOCK_NUMBER, _POSITION, _HEX, _QUANTITY, _HEX_LIST, _TX_INDEX, _TX_HASH = range(10, 17)
-_TIMESTAMP, _COUNT, _NULL = 17, 18, 19
+_TIMESTAMP, _COUNT, _NULL, _BOOL, _HEX_JSON = 17, 18, 19, 20, 21
 _PG = {
     tables.SMALLINT: 1,
     tables.INTEGER: 2,
@@ -39,6 +39,8 @@ _PG = {
     tables.BYTEA: 5,
     tables.BYTEA_ARRAY: 6,
     tables.TIMESTAMPTZ: 7,
+    tables.BOOLEAN: 8,
+    tables.JSONB: 9,
 }
 _HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}\Z")
 
@@ -76,6 +78,17 @@ def quantity(key: str, *, default_zero: bool = False) -> Rule:
 def timestamp(key: str) -> Rule:
     """A hex quantity of unix seconds (a `timestamptz` column)."""
     return Rule(_TIMESTAMP, key)
+
+
+def boolean(key: str) -> Rule:
+    """A JSON boolean."""
+    return Rule(_BOOL, key)
+
+
+def hex_json(key: str) -> Rule:
+    """A list of objects whose values are hex strings or lists of them (an access list, an
+    authorization list), kept as jsonb: keys as sent, hex lowercase."""
+    return Rule(_HEX_JSON, key)
 
 
 def hex_list(key: str, *, max_items: int) -> Rule:
@@ -155,6 +168,35 @@ def read_quantity(value: Any, key: str, where: str) -> int:
     return int(value, 16)
 
 
+_KEY = re.compile(r"[A-Za-z]{1,64}\Z")
+_HEX_STRING = re.compile(r"0x[0-9a-fA-F]*\Z")
+
+
+def read_hex_json(value: Any, key: str, where: str) -> list[dict[str, Any]]:
+    """A list of objects of hex strings (or lists of them), hex lowercased (see `hex_json`)."""
+
+    def hex_string(item: Any) -> str:
+        if type(item) is not str or not _HEX_STRING.match(item):
+            raise errors.ResponseCorrupted(f"{where}: field {key!r} holds a value that is not hex")
+        return item.lower()
+
+    if not isinstance(value, list):
+        raise errors.ResponseCorrupted(f"{where}: field {key!r} is not a list")
+    out: list[dict[str, Any]] = []
+    for obj in value:
+        if not isinstance(obj, dict):
+            raise errors.ResponseCorrupted(f"{where}: field {key!r} holds a non-object")
+        entry: dict[str, Any] = {}
+        for name, item in obj.items():
+            if not _KEY.match(name):
+                raise errors.ResponseCorrupted(f"{where}: field {key!r} has a key {name!r}")
+            entry[name] = (
+                [hex_string(i) for i in item] if isinstance(item, list) else (hex_string(item))
+            )
+        out.append(entry)
+    return out
+
+
 class FieldTable:
     """One table's rules, compiled for both decode paths (see the module docstring)."""
 
@@ -190,9 +232,15 @@ class FieldTable:
             if rule.key is None:
                 continue
             if rule.kind == _HEX_LIST:
-                fields[rule.key] = (list[str], msgspec.NODEFAULT)
+                fields[rule.key] = (
+                    (list[str] | None, None) if column.nullable else (list[str], msgspec.NODEFAULT)
+                )
             elif rule.kind == _COUNT:
                 fields[rule.key] = (list[Any], msgspec.NODEFAULT)
+            elif rule.kind == _BOOL:
+                fields[rule.key] = (bool | None, None)
+            elif rule.kind == _HEX_JSON:
+                fields[rule.key] = (list[dict[str, str | list[str]]] | None, None)
             elif column.nullable or rule.default_zero:
                 fields[rule.key] = (str | None, None)
             else:
@@ -262,6 +310,8 @@ class FieldTable:
                 out[index] = context.number
             elif kind == _POSITION:
                 out[index] = position
+            elif kind == _HEX_LIST and value is None:
+                out[index] = None
             elif kind == _HEX_LIST:
                 if not isinstance(value, list) or len(value) > rule.max_items:
                     raise errors.ResponseCorrupted(
@@ -269,6 +319,12 @@ class FieldTable:
                         f"{rule.max_items} items"
                     )
                 out[index] = [read_hex(v, key, where, column.size) for v in value]
+            elif kind == _BOOL:
+                if value is not None and not isinstance(value, bool):
+                    raise errors.ResponseCorrupted(f"{where}: field {key!r} is not a boolean")
+                out[index] = value
+            elif kind == _HEX_JSON:
+                out[index] = None if value is None else read_hex_json(value, key, where)
             elif kind == _COUNT:
                 if not isinstance(value, list):
                     raise errors.ResponseCorrupted(f"{where}: field {rule.key!r} is not a list")

@@ -73,8 +73,15 @@ def _timestamptz(raw: bytes) -> datetime:
     return datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
+def _jsonb(raw: bytes) -> Any:
+    assert raw[0] == 1, "jsonb binary version"
+    return orjson.loads(raw[1:])
+
+
 DECODE: dict[str, Callable[[bytes], Any]] = {
     "timestamptz": _timestamptz,
+    "bool": lambda b: {b"\x01": True, b"\x00": False}[b],
+    "jsonb": _jsonb,
     "int2": lambda b: struct.unpack(">h", b)[0],
     "int4": lambda b: struct.unpack(">i", b)[0],
     "int8": lambda b: struct.unpack(">q", b)[0],

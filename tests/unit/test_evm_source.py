@@ -33,6 +33,24 @@ def block_json(n: int, *, txs: int = 1, logs: bool = True) -> dict[str, Any]:
         "gasLimit": "0x1c9c380",
         "baseFeePerGas": "0x3b9aca00",
         "size": "0x220",
+        "sha3Uncles": h(1, salt=1),
+        "stateRoot": h(2, salt=1),
+        "transactionsRoot": h(3, salt=1),
+        "receiptsRoot": h(4, salt=1),
+        "difficulty": "0x0",
+        "extraData": "0x6265617665726275696c642e6f7267",
+        "mixHash": h(5, salt=1),
+        "nonce": "0x0000000000000000",
+        "withdrawalsRoot": h(6, salt=1),
+        "withdrawals": [
+            {
+                "index": hex(n * 16 + w),
+                "validatorIndex": hex(900 + w),
+                "address": "0x" + "55" * 20,
+                "amount": hex(12_345 + w),
+            }
+            for w in range(2)
+        ],
         "logsBloom": SOME_BLOOM if (logs and txs) else ZERO_BLOOM,
         "transactions": [
             {
@@ -48,7 +66,22 @@ def block_json(n: int, *, txs: int = 1, logs: bool = True) -> dict[str, Any]:
                 "gasPrice": "0x3b9aca00",
                 "input": "0x",
                 "type": "0x2",
-                **({} if i == 1 else {"maxFeePerGas": hex(2_000_000_000 + i)}),
+                "chainId": "0x1",
+                "v": "0x1",
+                "r": h(n, salt=2),
+                "s": h(i, salt=3),
+                "yParity": "0x1",
+                "accessList": []
+                if i
+                else [{"address": "0x" + "66" * 20, "storageKeys": [h(7, salt=4), h(8, salt=4)]}],
+                **(
+                    {}
+                    if i == 1
+                    else {
+                        "maxFeePerGas": hex(2_000_000_000 + i),
+                        "maxPriorityFeePerGas": hex(1_000_000 + i),
+                    }
+                ),
             }
             for i in range(txs)
         ],
