@@ -24,4 +24,5 @@ def test_wheel_ships_migrations_and_queries(tmp_path: Path) -> None:
     assert "indexer/store/queries.sql" in names
     # The C extension is built into the wheel (a platform wheel, not a pure-Python one).
     assert any(n.startswith("indexer/_rows.") and n.endswith(".so") for n in names), names
+    assert any(n.startswith("indexer/_proof.") and n.endswith(".so") for n in names), names
     assert "-py3-none-any" not in wheel.name

@@ -1,0 +1,458 @@
+/* Ethereum's commitment primitives in C: Keccak-256, RLP, the ordered trie root, the bloom.
+ *
+ * The hot path of block verification (indexer/chain/evm_verify.py) recomputes header hashes,
+ * transaction hashes, the transactions, receipts and withdrawals roots and the logs bloom
+ * of every block it keeps; these are its building blocks. indexer/chain/mpt.py holds the
+ * pure-Python reference of the same rules, and property tests hold the two to equal answers.
+ *
+ *   keccak256(data: bytes) -> bytes                      32 bytes
+ *   rlp(item) -> bytes                                   item: bytes | int >= 0 | list/tuple
+ *   ordered_trie_root(values: list[bytes]) -> bytes      keys rlp(0), rlp(1), ...
+ *   bloom(entries: list[bytes]) -> bytes                 256 bytes: 3 bits per entry
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* -- Keccak-f[1600] and Keccak-256 (the original padding, 0x01, not SHA3's 0x06) */
+
+static const uint64_t RC[24] = {
+    0x0000000000000001ULL, 0x0000000000008082ULL, 0x800000000000808aULL, 0x8000000080008000ULL,
+    0x000000000000808bULL, 0x0000000080000001ULL, 0x8000000080008081ULL, 0x8000000000008009ULL,
+    0x000000000000008aULL, 0x0000000000000088ULL, 0x0000000080008009ULL, 0x000000008000000aULL,
+    0x000000008000808bULL, 0x800000000000008bULL, 0x8000000000008089ULL, 0x8000000000008003ULL,
+    0x8000000000008002ULL, 0x8000000000000080ULL, 0x000000000000800aULL, 0x800000008000000aULL,
+    0x8000000080008081ULL, 0x8000000000008080ULL, 0x0000000080000001ULL, 0x8000000080008008ULL,
+};
+/* Rotation offsets and lane order of rho and pi, walked along pi's single cycle. */
+static const int ROTC[24] = {1,  3,  6,  10, 15, 21, 28, 36, 45, 55, 2,  14,
+                             27, 41, 56, 8,  25, 43, 62, 18, 39, 61, 20, 44};
+static const int PILN[24] = {10, 7,  11, 17, 18, 3, 5,  16, 8,  21, 24, 4,
+                             15, 23, 19, 13, 12, 2, 20, 14, 22, 9,  6,  1};
+
+static inline uint64_t rol(uint64_t x, int n) { return (x << n) | (x >> (64 - n)); }
+
+static void keccak_f(uint64_t st[25]) {
+    uint64_t bc[5], t;
+    for (int round = 0; round < 24; round++) {
+        for (int i = 0; i < 5; i++) /* theta */
+            bc[i] = st[i] ^ st[i + 5] ^ st[i + 10] ^ st[i + 15] ^ st[i + 20];
+        for (int i = 0; i < 5; i++) {
+            t = bc[(i + 4) % 5] ^ rol(bc[(i + 1) % 5], 1);
+            for (int j = 0; j < 25; j += 5)
+                st[j + i] ^= t;
+        }
+        t = st[1]; /* rho and pi */
+        for (int i = 0; i < 24; i++) {
+            int j = PILN[i];
+            uint64_t next = st[j];
+            st[j] = rol(t, ROTC[i]);
+            t = next;
+        }
+        for (int j = 0; j < 25; j += 5) { /* chi */
+            for (int i = 0; i < 5; i++)
+                bc[i] = st[j + i];
+            for (int i = 0; i < 5; i++)
+                st[j + i] ^= (~bc[(i + 1) % 5]) & bc[(i + 2) % 5];
+        }
+        st[0] ^= RC[round]; /* iota */
+    }
+}
+
+#define RATE 136 /* bytes: 1600 - 2 * 256 bits */
+
+static void keccak256(const unsigned char *data, Py_ssize_t len, unsigned char out[32]) {
+    uint64_t a[25];
+    memset(a, 0, sizeof a);
+    while (len >= RATE) {
+        for (int i = 0; i < RATE / 8; i++) {
+            uint64_t lane = 0;
+            for (int k = 7; k >= 0; k--)
+                lane = (lane << 8) | data[8 * i + k];
+            a[i] ^= lane;
+        }
+        keccak_f(a);
+        data += RATE;
+        len -= RATE;
+    }
+    unsigned char block[RATE];
+    memset(block, 0, RATE);
+    memcpy(block, data, (size_t)len);
+    block[len] ^= 0x01;
+    block[RATE - 1] ^= 0x80;
+    for (int i = 0; i < RATE / 8; i++) {
+        uint64_t lane = 0;
+        for (int k = 7; k >= 0; k--)
+            lane = (lane << 8) | block[8 * i + k];
+        a[i] ^= lane;
+    }
+    keccak_f(a);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 8; k++)
+            out[8 * i + k] = (unsigned char)(a[i] >> (8 * k));
+}
+
+/* -- A growable byte buffer */
+
+typedef struct {
+    unsigned char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buf;
+
+static int reserve(Buf *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra)
+        cap *= 2;
+    unsigned char *data = PyMem_Realloc(b->data, (size_t)cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int append(Buf *b, const void *src, Py_ssize_t n) {
+    if (reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, src, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+/* -- RLP */
+
+/* The length prefix of a string (offset 0x80) or list (0xc0) of `len` bytes. */
+static int put_prefix(Buf *b, Py_ssize_t len, unsigned char offset) {
+    unsigned char head[9];
+    if (len < 56) {
+        head[0] = (unsigned char)(offset + len);
+        return append(b, head, 1);
+    }
+    int n = 0;
+    for (Py_ssize_t v = len; v; v >>= 8)
+        n++;
+    head[0] = (unsigned char)(offset + 55 + n);
+    for (int i = 0; i < n; i++)
+        head[1 + i] = (unsigned char)(len >> (8 * (n - 1 - i)));
+    return append(b, head, 1 + n);
+}
+
+static int put_string(Buf *b, const unsigned char *s, Py_ssize_t len) {
+    if (len == 1 && s[0] < 0x80)
+        return append(b, s, 1);
+    if (put_prefix(b, len, 0x80) < 0)
+        return -1;
+    return append(b, s, len);
+}
+
+/* Insert a list prefix for the `len` bytes written since `start` (moves them). */
+static int close_list(Buf *b, Py_ssize_t start) {
+    Py_ssize_t len = b->len - start;
+    Buf head = {NULL, 0, 0};
+    if (put_prefix(&head, len, 0xc0) < 0)
+        return -1;
+    if (reserve(b, head.len) < 0) {
+        PyMem_Free(head.data);
+        return -1;
+    }
+    memmove(b->data + start + head.len, b->data + start, (size_t)len);
+    memcpy(b->data + start, head.data, (size_t)head.len);
+    b->len += head.len;
+    PyMem_Free(head.data);
+    return 0;
+}
+
+static int put_item(Buf *b, PyObject *item, int depth) {
+    if (depth > 64) {
+        PyErr_SetString(PyExc_ValueError, "rlp: nested too deep");
+        return -1;
+    }
+    if (PyBytes_Check(item))
+        return put_string(b, (const unsigned char *)PyBytes_AS_STRING(item),
+                          PyBytes_GET_SIZE(item));
+    if (PyBool_Check(item)) {
+        PyErr_SetString(PyExc_ValueError, "rlp: a bool is not an RLP item");
+        return -1;
+    }
+    if (PyLong_Check(item)) {
+        if (_PyLong_Sign(item) < 0) {
+            PyErr_SetString(PyExc_ValueError, "rlp: negative integer");
+            return -1;
+        }
+        size_t bits = _PyLong_NumBits(item);
+        Py_ssize_t n = (Py_ssize_t)((bits + 7) / 8);
+        unsigned char small[32];
+        unsigned char *raw = n <= 32 ? small : PyMem_Malloc((size_t)n);
+        if (raw == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+#if PY_VERSION_HEX >= 0x030D0000
+        int failed = n && _PyLong_AsByteArray((PyLongObject *)item, raw, (size_t)n, 0, 0, 1) < 0;
+#else
+        int failed = n && _PyLong_AsByteArray((PyLongObject *)item, raw, (size_t)n, 0, 0) < 0;
+#endif
+        if (!failed)
+            failed = put_string(b, raw, n) < 0;
+        if (raw != small)
+            PyMem_Free(raw);
+        return failed ? -1 : 0;
+    }
+    if (PyList_Check(item) || PyTuple_Check(item)) {
+        Py_ssize_t start = b->len;
+        PyObject *seq = PySequence_Fast(item, "rlp: not a sequence");
+        if (seq == NULL)
+            return -1;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++)
+            if (put_item(b, PySequence_Fast_GET_ITEM(seq, i), depth + 1) < 0) {
+                Py_DECREF(seq);
+                return -1;
+            }
+        Py_DECREF(seq);
+        return close_list(b, start);
+    }
+    PyErr_Format(PyExc_ValueError, "rlp: cannot encode %s", Py_TYPE(item)->tp_name);
+    return -1;
+}
+
+/* -- The ordered trie: keys rlp(0), rlp(1), ... (the transactions, receipts, withdrawals) */
+
+typedef struct {
+    unsigned char nibbles[2 * 9]; /* of rlp(index): at most 9 bytes */
+    int len;
+    const unsigned char *value;
+    Py_ssize_t value_len;
+} Entry;
+
+/* The RLP of an index (the trie key), as nibbles. */
+static void key_of(Py_ssize_t index, Entry *e) {
+    unsigned char raw[9];
+    int n = 0;
+    if (index == 0) {
+        raw[n++] = 0x80;
+    } else if (index < 0x80) {
+        raw[n++] = (unsigned char)index;
+    } else {
+        int size = 0;
+        for (Py_ssize_t v = index; v; v >>= 8)
+            size++;
+        raw[n++] = (unsigned char)(0x80 + size);
+        for (int i = size - 1; i >= 0; i--)
+            raw[n++] = (unsigned char)(index >> (8 * i));
+    }
+    e->len = 2 * n;
+    for (int i = 0; i < n; i++) {
+        e->nibbles[2 * i] = raw[i] >> 4;
+        e->nibbles[2 * i + 1] = raw[i] & 0x0f;
+    }
+}
+
+static int entry_cmp(const void *a, const void *b) {
+    const Entry *x = a, *y = b;
+    int n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->nibbles, y->nibbles, (size_t)n);
+    return c ? c : x->len - y->len;
+}
+
+/* Hex-prefix encoding of a nibble path (leaf or extension). */
+static int put_path(Buf *b, const unsigned char *nibbles, int len, int leaf) {
+    unsigned char raw[1 + 9];
+    int n = 0;
+    int flag = leaf ? 2 : 0;
+    if (len % 2) {
+        raw[n++] = (unsigned char)(((flag + 1) << 4) | nibbles[0]);
+        nibbles++;
+        len--;
+    } else {
+        raw[n++] = (unsigned char)(flag << 4);
+    }
+    for (int i = 0; i < len; i += 2)
+        raw[n++] = (unsigned char)((nibbles[i] << 4) | nibbles[i + 1]);
+    return put_string(b, raw, n);
+}
+
+/* A child reference inside a node: the node itself if its encoding is shorter than 32 bytes,
+ * else its hash as a 32-byte string. */
+static int put_ref(Buf *b, const Buf *node) {
+    if (node->len < 32)
+        return append(b, node->data, node->len);
+    unsigned char hash[32];
+    keccak256(node->data, node->len, hash);
+    return put_string(b, hash, 32);
+}
+
+/* Encode the node of `entries` (sorted, sharing the first `depth` nibbles) into `out`. */
+static int encode_node(Buf *out, Entry *entries, Py_ssize_t count, int depth) {
+    if (count == 1) {
+        Py_ssize_t start = out->len;
+        if (put_path(out, entries[0].nibbles + depth, entries[0].len - depth, 1) < 0
+            || put_string(out, entries[0].value, entries[0].value_len) < 0)
+            return -1;
+        return close_list(out, start);
+    }
+    /* Shared prefix beyond depth? Then an extension node. */
+    int common = 0;
+    for (;;) {
+        int at = depth + common;
+        if (at >= entries[0].len)
+            break;
+        unsigned char nib = entries[0].nibbles[at];
+        int same = 1;
+        for (Py_ssize_t i = 1; i < count && same; i++)
+            same = at < entries[i].len && entries[i].nibbles[at] == nib;
+        if (!same)
+            break;
+        common++;
+    }
+    if (common) {
+        Buf child = {NULL, 0, 0};
+        Py_ssize_t start = out->len;
+        int failed = encode_node(&child, entries, count, depth + common) < 0
+                     || put_path(out, entries[0].nibbles + depth, common, 0) < 0
+                     || put_ref(out, &child) < 0 || close_list(out, start) < 0;
+        PyMem_Free(child.data);
+        return failed ? -1 : 0;
+    }
+    /* A branch: 16 children and a value (a key that ends here). */
+    Py_ssize_t start = out->len;
+    Py_ssize_t i = 0;
+    const Entry *here = NULL;
+    if (entries[0].len == depth) {
+        here = &entries[0];
+        i = 1;
+    }
+    for (int nib = 0; nib < 16; nib++) {
+        Py_ssize_t first = i;
+        while (i < count && entries[i].nibbles[depth] == nib)
+            i++;
+        if (i == first) {
+            if (append(out, "\x80", 1) < 0)
+                return -1;
+            continue;
+        }
+        Buf child = {NULL, 0, 0};
+        int failed = encode_node(&child, entries + first, i - first, depth + 1) < 0
+                     || put_ref(out, &child) < 0;
+        PyMem_Free(child.data);
+        if (failed)
+            return -1;
+    }
+    if (here ? put_string(out, here->value, here->value_len) < 0 : append(out, "\x80", 1) < 0)
+        return -1;
+    return close_list(out, start);
+}
+
+static PyObject *py_keccak256(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    unsigned char out[32];
+    keccak256(view.buf, view.len, out);
+    PyBuffer_Release(&view);
+    return PyBytes_FromStringAndSize((const char *)out, 32);
+}
+
+static PyObject *py_rlp(PyObject *self, PyObject *arg) {
+    (void)self;
+    Buf b = {NULL, 0, 0};
+    PyObject *out = NULL;
+    if (put_item(&b, arg, 0) == 0)
+        out = PyBytes_FromStringAndSize((const char *)(b.data ? b.data : (unsigned char *)""),
+                                        b.len);
+    PyMem_Free(b.data);
+    return out;
+}
+
+static PyObject *py_ordered_trie_root(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "values must be a sequence of bytes");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    unsigned char root[32];
+    if (count == 0) {
+        static const unsigned char empty = 0x80;
+        keccak256(&empty, 1, root);
+        Py_DECREF(seq);
+        return PyBytes_FromStringAndSize((const char *)root, 32);
+    }
+    Entry *entries = PyMem_Calloc((size_t)count, sizeof(Entry));
+    if (entries == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(v) || PyBytes_GET_SIZE(v) == 0) {
+            PyMem_Free(entries);
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "trie: every value must be non-empty bytes");
+            return NULL;
+        }
+        key_of(i, &entries[i]);
+        entries[i].value = (const unsigned char *)PyBytes_AS_STRING(v);
+        entries[i].value_len = PyBytes_GET_SIZE(v);
+    }
+    qsort(entries, (size_t)count, sizeof(Entry), entry_cmp);
+    Buf node = {NULL, 0, 0};
+    PyObject *out = NULL;
+    if (encode_node(&node, entries, count, 0) == 0) {
+        keccak256(node.data, node.len, root); /* the root is hashed whatever its size */
+        out = PyBytes_FromStringAndSize((const char *)root, 32);
+    }
+    PyMem_Free(node.data);
+    PyMem_Free(entries);
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyObject *py_bloom(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "entries must be a sequence of bytes");
+    if (seq == NULL)
+        return NULL;
+    unsigned char bloom[256];
+    memset(bloom, 0, sizeof bloom);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(v)) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "bloom: every entry must be bytes");
+            return NULL;
+        }
+        unsigned char digest[32];
+        keccak256((const unsigned char *)PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v), digest);
+        for (int pair = 0; pair < 6; pair += 2) {
+            int bit = ((digest[pair] << 8) | digest[pair + 1]) & 2047;
+            bloom[255 - bit / 8] |= (unsigned char)(1 << (bit % 8));
+        }
+    }
+    Py_DECREF(seq);
+    return PyBytes_FromStringAndSize((const char *)bloom, 256);
+}
+
+static PyMethodDef methods[] = {
+    {"keccak256", py_keccak256, METH_O, "keccak256(data) -> the 32-byte Keccak-256 digest."},
+    {"rlp", py_rlp, METH_O, "rlp(item) -> the RLP encoding of bytes, ints >= 0 and lists."},
+    {"ordered_trie_root", py_ordered_trie_root, METH_O,
+     "ordered_trie_root(values) -> the root of the trie keyed by rlp(0), rlp(1), ..."},
+    {"bloom", py_bloom, METH_O, "bloom(entries) -> the 256-byte bloom of the entries."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "indexer._proof",
+    .m_doc = "Keccak-256, RLP, the ordered trie root and the logs bloom, in C.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__proof(void) { return PyModule_Create(&module); }
