@@ -7,14 +7,15 @@
  * each as a PostgreSQL binary COPY row (no header, no trailer):
  *
  *   FieldTable(ops) ; table.rows(prefix, items, block_hash, block_number, number,
- *                                tx_hashes, first_position) -> bytes
+ *                                tx_hashes, first_position, tx_index) -> bytes
  *
  * `ops` is a sequence of (kind, attribute, pg type, size, nullable, default zero, max
  * items, column label) tuples. Check ops compare a field with the block the items belong
  * to (`block_hash` and `block_number` as the block answer spells them) or with the item's
  * position, and write nothing; output ops write one field each, in table order, after
  * `prefix` (the field count and the `chain` field, from the store). The position of an
- * item is `first_position` + its index in `items`.
+ * item is `first_position` + its index in `items`; with `tx_index` >= 0 every item's
+ * transaction index must be that one (the logs of one receipt).
  *
  * Every output value is checked against its column: hex data is "0x" + an even number of
  * hex digits (exactly 2 * size for fixed sizes), a quantity "0x" + 1..64 hex digits that
@@ -436,6 +437,7 @@ typedef struct {
     PyObject *block_number;
     int64_t number;
     PyObject *tx_hashes; /* list, or NULL */
+    Py_ssize_t tx_index; /* the transaction every item must name (>= 0), or -1 */
 } Context;
 
 static void table_dealloc(FieldTable *self) {
@@ -577,6 +579,8 @@ static int encode_item(Buf *b, const FieldTable *t, PyObject *item, Py_ssize_t p
             if (ctx->tx_hashes == NULL || tx_index < 0
                 || tx_index >= PyList_GET_SIZE(ctx->tx_hashes))
                 failed = bad(op, position, "not a transaction of the block");
+            else if (ctx->tx_index >= 0 && tx_index != ctx->tx_index)
+                failed = bad(op, position, "not the transaction of its receipt");
             else
                 failed = put_int_value(b, op->pg, tx_index);
             break;
@@ -605,8 +609,10 @@ static PyObject *table_rows(FieldTable *self, PyObject *args) {
     PyObject *items, *tx_hashes;
     long long number;
     Context ctx;
-    if (!PyArg_ParseTuple(args, "y#O!UULO|n", &prefix, &prefix_len, &PyList_Type, &items,
-                          &ctx.block_hash, &ctx.block_number, &number, &tx_hashes, &first))
+    ctx.tx_index = -1;
+    if (!PyArg_ParseTuple(args, "y#O!UULO|nn", &prefix, &prefix_len, &PyList_Type, &items,
+                          &ctx.block_hash, &ctx.block_number, &number, &tx_hashes, &first,
+                          &ctx.tx_index))
         return NULL;
     if (tx_hashes != Py_None && !PyList_Check(tx_hashes)) {
         PyErr_SetString(PyExc_TypeError, "tx_hashes must be a list or None");
@@ -632,7 +638,8 @@ static PyObject *table_rows(FieldTable *self, PyObject *args) {
 
 static PyMethodDef table_methods[] = {
     {"rows", (PyCFunction)table_rows, METH_VARARGS,
-     "rows(prefix, items, block_hash, block_number, number, tx_hashes, first_position=0)"
+     "rows(prefix, items, block_hash, block_number, number, tx_hashes, first_position=0,"
+     " tx_index=-1)"
      " -> bytes: the items as binary COPY rows."},
     {NULL, NULL, 0, NULL},
 };

@@ -16,5 +16,6 @@ class FieldTable:
         number: int,
         tx_hashes: list[str] | None,
         first_position: int = 0,
+        tx_index: int = -1,
         /,
     ) -> bytes: ...

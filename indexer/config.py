@@ -147,8 +147,9 @@ class EvmChainConfig(ChainConfig):
     kind: Literal["evm"] = "evm"
     chain_id: int = Field(ge=0)  # must equal every endpoint's eth_chainId
     # What to store: "blocks" (headers; the node sends tx hashes only), "transactions"
-    # (blocks and their transactions), "logs" (blocks, transactions and logs).
-    store: Literal["blocks", "transactions", "logs"] = "logs"
+    # (blocks, their transactions and withdrawals), "logs" (and logs, from eth_getLogs),
+    # "receipts" (and receipts, with the logs from them: eth_getBlockReceipts).
+    store: Literal["blocks", "transactions", "logs", "receipts"] = "receipts"
     # Where full batches (transactions/logs) are decoded: 0 = one decode thread of the main
     # process (fastest on few cores); N = N worker processes (for cores to spare).
     decode_workers: int = Field(default=0, ge=0, le=32)
@@ -160,6 +161,7 @@ class EvmChainConfig(ChainConfig):
             "blocks": ("blocks",),
             "transactions": ("blocks", "transactions", "withdrawals"),
             "logs": ("blocks", "transactions", "withdrawals", "logs"),
+            "receipts": ("blocks", "transactions", "withdrawals", "logs", "receipts"),
         }
         return table in kept[self.store]
 

@@ -19,165 +19,23 @@ methods, one endpoint per batch and our own validation; measured 2.3x faster).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from itertools import repeat
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from indexer import errors, redact, tables
-from indexer.chain import evm_fields
+import msgspec
+import orjson
+
+from indexer import errors, redact
+from indexer.chain import evm_checked
 from indexer.chain.decode_pool import Decoder
-from indexer.chain.evm_rows import decode_full_batch, decode_hashes_batch
-from indexer.chain.fields import Context, read_hex, read_quantity
+from indexer.chain.evm_checked import require_bytes, require_dict, require_int
+from indexer.chain.evm_rows import _ENVELOPE, LogSource, decode_full_batch, decode_hashes_batch
 from indexer.chain.rpc import RpcClient, results_of
 from indexer.config import EvmChainConfig
-from indexer.models import Block, Rows
+from indexer.models import Block
 
 logger = logging.getLogger(__name__)
-
-_ZERO_BLOOM = "0x" + "0" * 512
-
-
-# -- Shape checks (raise ResponseCorrupted naming the field)
-
-
-def require_int(obj: dict[str, Any], key: str, where: str) -> int:
-    return read_quantity(obj.get(key), key, where)
-
-
-def require_bytes(obj: dict[str, Any], key: str, where: str, size: int | None = None) -> bytes:
-    return read_hex(obj.get(key), key, where, size)
-
-
-def require_list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
-    value = obj.get(key)
-    if not isinstance(value, list):
-        raise errors.ResponseCorrupted(f"{where}: field {key!r} is not a list")
-    return value
-
-
-def require_dict(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise errors.ResponseCorrupted(f"{where}: expected an object, got {type(value).__name__}")
-    return value
-
-
-# -- Mapping (the checked path): the rules of `evm_fields`, in Python
-
-_TX = evm_fields.TRANSACTIONS
-_LOG = evm_fields.LOGS
-_WITHDRAWAL = evm_fields.WITHDRAWALS
-_TX_HASH = tables.TRANSACTIONS.index("hash")
-_LOG_INDEX = tables.LOGS.index("log_index")
-_BLOCK_HASH = tables.BLOCKS.index("hash")
-_PARENT_HASH = tables.BLOCKS.index("parent_hash")
-
-
-def _check_tx_hashes(raw_txs: list[Any], where: str) -> None:
-    """Blocks-only mode: the node sent transaction hashes; check them without decoding."""
-    try:
-        ok = set(map(len, raw_txs)) <= {66} and all(map(str.startswith, raw_txs, repeat("0x")))
-    except TypeError:  # not strings
-        ok = False
-    if not ok:
-        raise errors.ResponseCorrupted(f"{where}: transactions are not all 32-byte hashes")
-
-
-@dataclass(frozen=True, slots=True)
-class _Mapped:
-    """One block of the checked path before its logs are attached."""
-
-    block: Block
-    tx_hashes: list[bytes]
-    bloom_says_logs: bool
-
-
-def _map_block(raw: Any, *, number: int, where: str, full: bool) -> _Mapped:
-    """Map one block: its header row and, with `full`, its transactions' rows.
-
-    `full`: the answer holds transaction objects (mapped); otherwise transaction hashes
-    (checked, counted, not kept).
-    """
-    if raw is None:
-        raise errors.ResponseCorrupted(f"{where}: node returned no block at {number:,d}")
-    obj = require_dict(raw, where)
-    got = require_int(obj, "number", where)
-    if got != number:
-        raise errors.ResponseCorrupted(f"{where}: asked for block {number:,d}, got {got:,d}")
-    row = evm_fields.BLOCKS.values(obj, context=Context(number, b""), position=0, where=where)
-    block_hash = row[_BLOCK_HASH]
-    raw_txs = require_list(obj, "transactions", where)
-    children: dict[str, Rows] = {"blocks": Rows.of((row,))}
-    tx_hashes: list[bytes] = []
-    if full:
-        context = Context(number, block_hash)
-        txs = tuple(
-            _TX.values(t, context=context, position=i, where=f"{where} transaction {i}")
-            for i, t in enumerate(raw_txs)
-        )
-        children[_TX.table.name] = Rows.of(txs)
-        tx_hashes = [t[_TX_HASH] for t in txs]
-        raw_withdrawals = obj.get("withdrawals")
-        if raw_withdrawals is not None:
-            if not isinstance(raw_withdrawals, list):
-                raise errors.ResponseCorrupted(f"{where}: field 'withdrawals' is not a list")
-            context = Context(number, block_hash)
-            children[_WITHDRAWAL.table.name] = Rows.of(
-                tuple(
-                    _WITHDRAWAL.values(
-                        w, context=context, position=i, where=f"{where} withdrawal {i}"
-                    )
-                    for i, w in enumerate(raw_withdrawals)
-                )
-            )
-    else:
-        _check_tx_hashes(raw_txs, where)
-    bloom = obj.get("logsBloom")
-    return _Mapped(
-        Block(number, block_hash, row[_PARENT_HASH], children),
-        tx_hashes,
-        isinstance(bloom, str) and bloom != _ZERO_BLOOM,
-    )
-
-
-def _attach_logs(mapped: list[_Mapped], raw_logs: Any, *, where: str) -> list[Block]:
-    """Give each block its logs; every log must name one of these blocks by number AND hash."""
-    if not isinstance(raw_logs, list):
-        raise errors.ResponseCorrupted(f"{where}: eth_getLogs result is not a list")
-    start = mapped[0].block.number
-    per_block: list[list[tuple[Any, ...]]] = [[] for _ in mapped]
-    for i, raw in enumerate(raw_logs):
-        log_where = f"{where} log {i}"
-        obj = require_dict(raw, log_where)
-        number = require_int(obj, "blockNumber", log_where)
-        offset = number - start
-        if not 0 <= offset < len(mapped):
-            raise errors.ResponseCorrupted(f"{where}: log for block {number:,d} outside the range")
-        m = mapped[offset]
-        context = Context(number, m.block.hash, m.tx_hashes)
-        log_index = require_int(obj, "logIndex", log_where)
-        per_block[offset].append(
-            _LOG.values(obj, context=context, position=log_index, where=log_where)
-        )
-    out = []
-    for m, logs in zip(mapped, per_block, strict=True):
-        logs.sort(key=lambda row: int(row[_LOG_INDEX]))
-        number = m.block.number
-        if [row[_LOG_INDEX] for row in logs] != list(range(len(logs))):
-            # logIndex is the position in the block: a gap or a repeat means logs are missing.
-            raise errors.ResponseCorrupted(f"{where}: block {number:,d} log indexes are not 0..n-1")
-        if m.bloom_says_logs and not logs:
-            # A load-balanced backend that lags answers eth_getLogs with [] for blocks it has
-            # not seen yet; the bloom proves the block has logs.
-            raise errors.ResponseCorrupted(
-                f"{where}: block {number:,d} has a logs bloom but no logs were returned"
-            )
-        if logs and not m.bloom_says_logs:
-            raise errors.ResponseCorrupted(f"{where}: block {number:,d} logs contradict its bloom")
-        block = m.block
-        rows = {**block.rows, _LOG.table.name: Rows.of(tuple(logs))}
-        out.append(Block(block.number, block.hash, block.parent_hash, rows))
-    return out
 
 
 class EvmSource:
@@ -194,6 +52,8 @@ class EvmSource:
         self.decoder = Decoder(cfg.decode_workers, label=cfg.name)
         self.fast_batches = 0
         self.checked_batches = 0  # batches the fast path left to the checked path
+        # Endpoints found without eth_getBlockReceipts, and when (asked again later).
+        self._no_block_receipts: dict[str, float] = {}
 
     def bind(self, copy_prefixes: Mapping[str, bytes]) -> None:
         self.copy_prefixes = dict(copy_prefixes)
@@ -292,51 +152,178 @@ class EvmSource:
     async def blocks(self, start: int, count: int) -> list[Block]:
         assert count > 0
         end = start + count - 1
-        # What to ask for follows `store`: headers with tx hashes only, or full transactions,
-        # or full transactions plus the logs of the same range.
-        full = self.cfg.store != "blocks"
-        with_logs = self.cfg.store == "logs"
-        calls: list[tuple[str, Sequence[Any]]] = [
+        # What to ask for follows `store`: headers with tx hashes only; full transactions;
+        # plus the logs of the range; or plus every block's receipts (and their logs).
+        store = self.cfg.store
+        full = store != "blocks"
+        logs: LogSource = {"logs": "getLogs", "receipts": "receipts"}.get(store, "none")  # type: ignore[assignment]
+        block_calls: list[tuple[str, Sequence[Any]]] = [
             ("eth_getBlockByNumber", [hex(n), full]) for n in range(start, end + 1)
         ]
-        if with_logs:
-            calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(end)}]))
+        if logs == "getLogs":
+            block_calls.append(("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(end)}]))
         where = f"{self.label} blocks {start:,d}-{end:,d}"
 
-        def parse(results: list[Any]) -> list[Block]:
+        def build(url: str) -> list[tuple[str, Sequence[Any]]]:
+            if logs != "receipts" or not self._asks_block_receipts(url):
+                return block_calls
+            return block_calls + [("eth_getBlockReceipts", [hex(n)]) for n in range(start, end + 1)]
+
+        def parse(results: list[Any], receipts: list[Any] | None) -> list[Block]:
             mapped = [
-                _map_block(
+                evm_checked.map_block(
                     raw, number=start + i, where=f"{self.label} block {start + i:,d}", full=full
                 )
                 for i, raw in enumerate(results[:count])
             ]
-            if not with_logs:
-                return [m.block for m in mapped]
-            return _attach_logs(mapped, results[-1], where=where)
+            if logs == "getLogs":
+                return evm_checked.attach_logs(mapped, results[-1], where=where)
+            if logs == "receipts":
+                got = receipts if receipts is not None else results[count:]
+                return evm_checked.attach_receipts(mapped, got, where=where)
+            return [m.block for m in mapped]
 
         prefixes = self.copy_prefixes
-        if prefixes is None:  # not bound to a store (tests, tools): the checked path only
-            return await self.rpc.batch_parsed(calls, parse)
 
-        async def checked(raw: bytes, ids: list[int], endpoint: str) -> list[Block]:
-            # Not in the fast path's form (or wrong): the checked path maps it or says why.
-            self.checked_batches += 1
-            logger.debug("%s: decoded by the checked path", where)
-            return await self.decoder.run_here(lambda: parse(results_of(raw, ids, calls, endpoint)))
+        async def decode(
+            raw: bytes, ids: list[int], calls: Sequence[tuple[str, Sequence[Any]]], url: str
+        ) -> list[Block]:
+            endpoint = redact.redact_url(url)
+            receipts: list[bytes] | None = None
+            if logs == "receipts" and len(calls) == count:
+                # This endpoint has no eth_getBlockReceipts: ask it for each transaction's.
+                receipts = await self._receipts_per_transaction(raw, ids, calls, url, endpoint)
+            try:
+                return await self._decode(raw, ids, calls, endpoint, receipts=receipts,
+                                          parse=parse, start=start, count=count, full=full,
+                                          logs=logs, prefixes=prefixes, where=where)  # fmt: skip
+            except errors.RpcError as exc:
+                if len(calls) > count and logs == "receipts" and _lacks_method(exc):
+                    self._no_block_receipts[url] = time.monotonic()
+                    raise errors.SourceTransient(
+                        f"{endpoint}: eth_getBlockReceipts is not available ({exc}); asking "
+                        "for each transaction's receipt from now on"
+                    ) from exc
+                raise
 
-        async def decode(raw: bytes, ids: list[int], endpoint: str) -> list[Block]:
+        return await self.rpc.batch_for_endpoint(build, decode)
+
+    async def _decode(
+        self,
+        raw: bytes,
+        ids: list[int],
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        endpoint: str,
+        *,
+        receipts: list[bytes] | None,
+        parse: Callable[[list[Any], list[Any] | None], list[Block]],
+        start: int,
+        count: int,
+        full: bool,
+        logs: LogSource,
+        prefixes: dict[str, bytes] | None,
+        where: str,
+    ) -> list[Block]:
+        """The fast path when bound and it takes the answer, else the checked path."""
+        if prefixes is not None:
             if full:
                 blocks = await self.decoder.run(
                     decode_full_batch, raw, ids, start=start, count=count, prefixes=prefixes,
-                    with_logs=with_logs,
+                    logs=logs, receipts=receipts,
                 )  # fmt: skip
             else:
                 blocks = await self.decoder.run_here(
                     decode_hashes_batch, raw, ids, start=start, prefixes=prefixes
                 )
-            if blocks is None:
-                return await checked(raw, ids, endpoint)
-            self.fast_batches += 1
-            return blocks
+            if blocks is not None:
+                self.fast_batches += 1
+                return blocks
+            # Not in the fast path's form (or wrong): the checked path maps it or says why.
+            self.checked_batches += 1
+            logger.debug("%s: decoded by the checked path", where)
 
-        return await self.rpc.batch_decoded(calls, decode)
+        def checked() -> list[Block]:
+            results = results_of(raw, ids, calls, endpoint)
+            parsed = None if receipts is None else [_loads(r, endpoint) for r in receipts]
+            return parse(results, parsed)
+
+        return await self.decoder.run_here(checked)
+
+    def _asks_block_receipts(self, url: str) -> bool:
+        """Whether to ask `url` for eth_getBlockReceipts (re-probed now and then)."""
+        since = self._no_block_receipts.get(url)
+        if since is not None and time.monotonic() - since >= BLOCK_RECEIPTS_RECHECK_SECS:
+            del self._no_block_receipts[url]
+            since = None
+        return since is None
+
+    async def _receipts_per_transaction(
+        self,
+        raw: bytes,
+        ids: list[int],
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        url: str,
+        endpoint: str,
+    ) -> list[bytes]:
+        """Each block's receipts as a JSON array, from `eth_getTransactionReceipt` calls to
+        the same endpoint (in batches of `RECEIPTS_PER_REQUEST`)."""
+        blocks = results_of(raw, ids, calls, endpoint)
+        hashes: list[list[Any]] = []
+        for i, block in enumerate(blocks[: len(calls)]):
+            block_where = f"{endpoint} block answer {i}"
+            txs = evm_checked.require_list(evm_checked.require_dict(block, block_where),
+                                           "transactions", block_where)  # fmt: skip
+            hashes.append([tx.get("hash") if isinstance(tx, dict) else None for tx in txs])
+        flat = [h for block_hashes in hashes for h in block_hashes]
+        answers: list[bytes] = []
+        for at in range(0, len(flat), RECEIPTS_PER_REQUEST):
+            chunk = flat[at : at + RECEIPTS_PER_REQUEST]
+            answers += await self.rpc.batch_decoded(
+                [("eth_getTransactionReceipt", [h]) for h in chunk],
+                _raw_results,
+                url=url,
+                attempts=1,
+            )
+        out = []
+        at = 0
+        for block_hashes in hashes:
+            out.append(b"[" + b",".join(answers[at : at + len(block_hashes)]) + b"]")
+            at += len(block_hashes)
+        return out
+
+
+BLOCK_RECEIPTS_RECHECK_SECS = 600.0
+RECEIPTS_PER_REQUEST = 1000
+
+
+def _lacks_method(exc: errors.RpcError) -> bool:
+    message = str(exc).lower()
+    return exc.code == -32601 or any(
+        s in message for s in ("not found", "does not exist", "not supported", "unsupported",
+                               "not available")
+    )  # fmt: skip
+
+
+async def _raw_results(raw: bytes, ids: list[int], where: str) -> list[bytes]:
+    """Each call's `result` as raw JSON bytes, in call order (errors and gaps refused)."""
+    try:
+        items = _ENVELOPE.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise errors.ResponseCorrupted(f"{where}: response is not a valid batch") from exc
+    by_id = {item.id: item for item in items}
+    if len(by_id) != len(items) or set(by_id) != set(ids):
+        raise errors.ResponseCorrupted(f"{where}: batch answer ids do not match the request")
+    out = []
+    for i in ids:
+        item = by_id[i]
+        if item.error is not None:
+            raise errors.RpcError(f"{where}: eth_getTransactionReceipt failed")
+        out.append(bytes(item.result))
+    return out
+
+
+def _loads(raw: bytes, where: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ResponseCorrupted(f"{where}: receipts are not valid JSON") from exc

@@ -125,3 +125,36 @@ WITHDRAWALS = f.FieldTable(
         "amount": f.quantity("amount"),
     },
 )
+
+# `eth_getBlockReceipts` (or `eth_getTransactionReceipt` per transaction): one receipt per
+# transaction, in block order; its logs are the block's logs.
+RECEIPTS = f.FieldTable(
+    tables.RECEIPTS,
+    {
+        "block_number": f.block_number(),
+        "tx_index": f.position(),
+        "tx_hash": f.tx_hash("transactionHash"),
+        "type": f.quantity("type", default_zero=True),  # receipts before Berlin have none
+        "status": f.quantity("status"),
+        "root": f.hex_data("root"),
+        "gas_used": f.quantity("gasUsed"),
+        "cumulative_gas_used": f.quantity("cumulativeGasUsed"),
+        "effective_gas_price": f.quantity("effectiveGasPrice"),
+        "contract_address": f.hex_data("contractAddress"),
+        "logs_bloom": f.hex_data("logsBloom"),
+        "blob_gas_used": f.quantity("blobGasUsed"),
+        "blob_gas_price": f.quantity("blobGasPrice"),
+        "deposit_nonce": f.quantity("depositNonce"),
+        "deposit_receipt_version": f.quantity("depositReceiptVersion"),
+        "l1_fee": f.quantity("l1Fee"),
+        "l1_gas_used": f.quantity("l1GasUsed"),
+        "l1_gas_price": f.quantity("l1GasPrice"),
+        "gas_used_for_l1": f.quantity("gasUsedForL1"),
+        "l1_block_number": f.quantity("l1BlockNumber"),
+    },
+    checks=(
+        f.same_block_hash("blockHash"),
+        f.same_block_number("blockNumber"),
+        f.is_position("transactionIndex"),
+    ),
+)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import repeat
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -74,11 +74,20 @@ class _Item(msgspec.Struct):
     error: object = None
 
 
+_Receipt = msgspec.defstruct(
+    "_Receipt",
+    [("logs", list[_Log])],  # type: ignore[valid-type]
+    bases=(evm_fields.RECEIPTS.struct,),
+    kw_only=True,
+    gc=False,
+)
+
 _ENVELOPE = msgspec.json.Decoder(list[_Item])
 # The structs are built from the rules at import: their fields are not known to mypy.
 _BLOCK: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Block)
 _HASHES_BLOCK: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_HashesBlock)
 _LOGS: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[_Log])  # type: ignore[valid-type]
+_RECEIPTS: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[_Receipt])  # type: ignore[valid-type]
 _REFUSED = (_Refused, msgspec.DecodeError, ValueError, KeyError, IndexError, TypeError)
 
 
@@ -133,6 +142,9 @@ def _answers(body: bytes, ids: Sequence[int], expected: int) -> list[_Item]:
     return answers
 
 
+LogSource = Literal["none", "getLogs", "receipts"]
+
+
 def decode_full_batch(
     body: bytes,
     ids: Sequence[int],
@@ -140,16 +152,32 @@ def decode_full_batch(
     start: int,
     count: int,
     prefixes: Mapping[str, bytes],
-    with_logs: bool,
+    logs: LogSource,
+    receipts: Sequence[bytes] | None = None,
 ) -> list[Block] | None:
     """The batch's blocks with encoded rows, or None when the checked path must decide.
 
-    `prefixes` are the store's COPY row prefixes per table (`Table.copy_prefix`).
+    `prefixes` are the store's COPY row prefixes per table (`Table.copy_prefix`). Logs come
+    from nowhere, from the batch's last answer (`eth_getLogs`), or from the receipts: the
+    answers after the blocks (`eth_getBlockReceipts`, one per block), or `receipts`, one
+    JSON array per block gathered from per-transaction answers.
     """
     try:
-        return _decode(body, ids, start=start, count=count, prefixes=prefixes, with_logs=with_logs)
+        return _decode(
+            body, ids, start=start, count=count, prefixes=prefixes, logs=logs, receipts=receipts
+        )
     except _REFUSED:
         return None
+
+
+class _Spelled(NamedTuple):
+    """A block's hash and number as the answer spells them, its transactions' hashes, and
+    whether its bloom announces logs."""
+
+    hash: str
+    number: str
+    tx_hashes: list[str]
+    bloom_says_logs: bool
 
 
 def _decode(
@@ -159,20 +187,25 @@ def _decode(
     start: int,
     count: int,
     prefixes: Mapping[str, bytes],
-    with_logs: bool,
+    logs: LogSource,
+    receipts: Sequence[bytes] | None,
 ) -> list[Block]:
-    answers = _answers(body, ids, count + with_logs)
-    tx_table, log_table = evm_fields.TRANSACTIONS, evm_fields.LOGS
-    tx_prefix, log_prefix = prefixes[tx_table.table.name], prefixes[log_table.table.name]
+    in_body = {"none": 0, "getLogs": 1, "receipts": count if receipts is None else 0}[logs]
+    answers = _answers(body, ids, count + in_body)
+    if logs == "receipts":
+        receipts = receipts if receipts is not None else [a.result for a in answers[count:]]
+        if len(receipts) != count:
+            raise _Refused
+    tx_table = evm_fields.TRANSACTIONS
+    tx_prefix = prefixes[tx_table.table.name]
     block_prefix = prefixes[tables.BLOCKS.name]
     withdrawal_table = evm_fields.WITHDRAWALS
     withdrawal_prefix = prefixes[withdrawal_table.table.name]
 
     # One block at a time: its structs are dropped once its rows are written.
-    heads: list[Block] = []
-    tx_data: list[bytes] = []
-    tx_hashes: list[list[str]] = []
-    spelled: list[tuple[str, str, bool]] = []  # hash, number as sent; bloom announces logs
+    blocks: list[Block] = []
+    block_rows: list[dict[str, Rows]] = []
+    spelled: list[_Spelled] = []
     for offset, item in enumerate(answers[:count]):
         number = start + offset
         raw = _BLOCK.decode(item.result)
@@ -185,44 +218,95 @@ def _decode(
                     block_number=raw.number, number=number,
                 ),
             )  # fmt: skip
-        heads.append(_block(raw, rows))
         txs = raw.transactions
-        tx_data.append(
-            tx_table.encode(
-                tx_prefix, txs, block_hash=raw.hash, block_number=raw.number, number=number
-            )
+        encoded = tx_table.encode(
+            tx_prefix, txs, block_hash=raw.hash, block_number=raw.number, number=number
         )
-        tx_hashes.append([tx.hash for tx in txs])
+        rows[tx_table.table.name] = Rows(len(txs), encoded=encoded)
         bloom = raw.logsBloom
-        spelled.append((raw.hash, raw.number, bloom is not None and bloom != _ZERO_BLOOM))
+        spelled.append(
+            _Spelled(raw.hash, raw.number, [tx.hash for tx in txs],
+                     bloom is not None and bloom != _ZERO_BLOOM)
+        )  # fmt: skip
+        blocks.append(_block(raw, rows))
+        block_rows.append(rows)  # the block's own dict: logs and receipts are added below
         del raw, txs
 
-    log_rows = [Rows(0)] * count
-    if with_logs:
-        groups: list[list[Any]] = [[] for _ in range(count)]
-        by_number = {number: offset for offset, (_, number, _) in enumerate(spelled)}
-        for lg in _LOGS.decode(answers[-1].result):
-            groups[by_number[lg.blockNumber]].append(lg)
-        for offset, ((block_hash, block_number, bloom_says), logs) in enumerate(
-            zip(spelled, groups, strict=True)
+    if logs == "getLogs":
+        _logs_of_range(block_rows, spelled, answers[-1].result, start=start, prefixes=prefixes)
+    elif logs == "receipts":
+        assert receipts is not None
+        for offset, (rows, spelling, raw_receipts) in enumerate(
+            zip(block_rows, spelled, receipts, strict=True)
         ):
-            if bloom_says != bool(logs):
-                raise _Refused  # the bloom and the logs disagree: the checked path says how
-            if logs:
-                encoded = log_table.encode(
-                    log_prefix,
-                    logs,
-                    block_hash=block_hash,
-                    block_number=block_number,
-                    number=start + offset,
-                    tx_hashes=tx_hashes[offset],
-                )
-                log_rows[offset] = Rows(len(logs), encoded=encoded)
+            rows.update(
+                _receipts_of_block(spelling, raw_receipts, number=start + offset,
+                                   prefixes=prefixes)
+            )  # fmt: skip
+    return blocks
 
-    for i, head in enumerate(heads):
-        rows = dict(head.rows)
-        rows[tx_table.table.name] = Rows(len(tx_hashes[i]), encoded=tx_data[i])
-        if with_logs:
-            rows[log_table.table.name] = log_rows[i]
-        heads[i] = Block(head.number, head.hash, head.parent_hash, rows)
-    return heads
+
+def _logs_of_range(
+    block_rows: list[dict[str, Rows]],
+    spelled: list[_Spelled],
+    raw_logs: bytes,
+    *,
+    start: int,
+    prefixes: Mapping[str, bytes],
+) -> None:
+    log_table = evm_fields.LOGS
+    groups: list[list[Any]] = [[] for _ in block_rows]
+    by_number = {s.number: offset for offset, s in enumerate(spelled)}
+    for lg in _LOGS.decode(raw_logs):
+        groups[by_number[lg.blockNumber]].append(lg)
+    for offset, (rows, spelling, logs) in enumerate(zip(block_rows, spelled, groups, strict=True)):
+        if spelling.bloom_says_logs != bool(logs):
+            raise _Refused  # the bloom and the logs disagree: the checked path says how
+        encoded = b""
+        if logs:
+            encoded = log_table.encode(
+                prefixes[log_table.table.name],
+                logs,
+                block_hash=spelling.hash,
+                block_number=spelling.number,
+                number=start + offset,
+                tx_hashes=spelling.tx_hashes,
+            )
+        rows[log_table.table.name] = Rows(len(logs), encoded=encoded)
+
+
+def _receipts_of_block(
+    spelling: _Spelled,
+    raw_receipts: bytes,
+    *,
+    number: int,
+    prefixes: Mapping[str, bytes],
+) -> dict[str, Rows]:
+    """The block's receipts, and its logs from them, in order (one receipt per transaction)."""
+    receipt_table, log_table = evm_fields.RECEIPTS, evm_fields.LOGS
+    receipts = _RECEIPTS.decode(raw_receipts)
+    if len(receipts) != len(spelling.tx_hashes):
+        raise _Refused
+    block_hash, block_number, tx_hashes = spelling.hash, spelling.number, spelling.tx_hashes
+    encoded = receipt_table.encode(
+        prefixes[receipt_table.table.name], receipts, block_hash=block_hash,
+        block_number=block_number, number=number, tx_hashes=tx_hashes,
+    )  # fmt: skip
+    log_prefix = prefixes[log_table.table.name]
+    parts: list[bytes] = []
+    position = 0
+    for index, receipt in enumerate(receipts):
+        if receipt.logs:
+            parts.append(
+                log_table.encode(
+                    log_prefix, receipt.logs, block_hash=block_hash, block_number=block_number,
+                    number=number, tx_hashes=tx_hashes, first_position=position, tx_index=index,
+                )
+            )  # fmt: skip
+            position += len(receipt.logs)
+    if spelling.bloom_says_logs != bool(position):
+        raise _Refused
+    return {
+        receipt_table.table.name: Rows(len(receipts), encoded=encoded),
+        log_table.table.name: Rows(position, encoded=b"".join(parts)),
+    }

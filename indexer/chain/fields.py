@@ -273,10 +273,14 @@ class FieldTable:
         number: int,
         tx_hashes: list[str] | None = None,
         first_position: int = 0,
+        tx_index: int = -1,
     ) -> bytes:
-        """`items` (structs of `self.struct`) as binary COPY rows; ValueError if refused."""
+        """`items` (structs of `self.struct`) as binary COPY rows; ValueError if refused.
+
+        With `tx_index` >= 0, every item must name that transaction (one receipt's logs).
+        """
         return self.c_table.rows(
-            prefix, items, block_hash, block_number, number, tx_hashes, first_position
+            prefix, items, block_hash, block_number, number, tx_hashes, first_position, tx_index
         )
 
     # -- Checked path

@@ -170,6 +170,33 @@ class RpcClient:
             lambda endpoint: self._send(endpoint, calls, decode), url=url, attempts=attempts
         )
 
+    async def batch_for_endpoint(
+        self,
+        build: Callable[[str], Sequence[tuple[str, Sequence[Any]]]],
+        decode: Callable[
+            [bytes, list[int], Sequence[tuple[str, Sequence[Any]]], str], Awaitable[T]
+        ],
+        *,
+        attempts: int | None = None,
+    ) -> T:
+        """Like `batch_decoded`, with the calls built for the endpoint the pool picked.
+
+        `build(url)` gives the calls for that endpoint (what it can answer); `decode(body,
+        ids, calls, url)` gets them back with its URL (never shown: redact it), e.g. to ask
+        the same endpoint a second batch.
+        """
+        await self._recheck_due()
+
+        async def attempt(endpoint: Endpoint) -> T:
+            calls = build(endpoint.url)
+
+            async def with_url(raw: bytes, ids: list[int], where: str) -> T:
+                return await decode(raw, ids, calls, endpoint.url)
+
+            return await self._send(endpoint, calls, with_url)
+
+        return await self.pool.run(attempt, attempts=attempts)
+
     # -- Internals
 
     async def _send(

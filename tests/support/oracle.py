@@ -96,8 +96,11 @@ def assert_equals_node(
     end: int | None = None,
     transactions: bool = True,
     logs: bool = True,
+    receipts: bool = False,
 ) -> None:
-    """Assert stored blocks, transactions and logs in [start, end] equal the node's (7)."""
+    """Assert stored blocks, transactions, logs and receipts in [start, end] equal the
+    node's (7). Receipts are compared wherever any is stored, and everywhere with
+    `receipts`."""
     with psycopg.connect(db_url) as conn, RpcClient(node_url) as rpc:
         chain = chain_id_of(conn, name)
         if end is None:
@@ -134,6 +137,17 @@ def assert_equals_node(
             stored_logs.setdefault(int(n), []).append(
                 (int(i), bytes(tx), bytes(addr), [bytes(t) for t in topics], bytes(data))
             )
+        stored_receipts: dict[int, list[tuple[Any, ...]]] = {}
+        for row in conn.execute(
+            """SELECT block_number, tx_hash, type, status, gas_used, cumulative_gas_used,
+                      effective_gas_price, contract_address, logs_bloom FROM receipts
+               WHERE chain = %s AND block_number BETWEEN %s AND %s
+               ORDER BY block_number, tx_index""",
+            (chain, start, end),
+        ):
+            stored_receipts.setdefault(int(row[0]), []).append(
+                tuple(bytes(v) if isinstance(v, bytes | memoryview) else v for v in row[1:])
+            )
         assert sorted(stored_blocks) == list(range(start, end + 1)), "stored heights"
         step = 100
         for lo in range(start, end + 1, step):
@@ -165,6 +179,26 @@ def assert_equals_node(
                 assert stored_txs.get(n, []) == want_txs, f"transactions of block {n} differ"
                 want_logs = sorted(node_logs.get(n, [])) if logs else []
                 assert stored_logs.get(n, []) == want_logs, f"logs of block {n} differ"
+                if n in stored_receipts or (receipts and block["transactions"]):
+                    want_receipts = [
+                        _receipt(r)
+                        for r in rpc.batch([("eth_getBlockReceipts", [hex(n)])])[0]
+                    ]
+                    assert stored_receipts.get(n) == want_receipts, f"receipts of block {n}"
+
+
+def _receipt(r: dict[str, Any]) -> tuple[Any, ...]:
+    address = r.get("contractAddress")
+    return (
+        _h(r["transactionHash"]),
+        _q(r.get("type")) or 0,
+        _q(r.get("status")),
+        _q(r["gasUsed"]),
+        _q(r["cumulativeGasUsed"]),
+        _q(r.get("effectiveGasPrice")),
+        None if address is None else _h(address),
+        _h(r["logsBloom"]),
+    )
 
 
 def _q(value: str | None) -> int | None:

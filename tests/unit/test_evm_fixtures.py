@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import orjson
 import pytest
@@ -15,11 +15,12 @@ import pytest
 from indexer import tables
 from indexer.chain import evm_fields, evm_rows
 from indexer.chain.evm import EvmSource
+from indexer.chain.evm_rows import LogSource
 from indexer.chain.fields import FieldTable
 from indexer.chain.rpc import RpcClient
 from indexer.config import EvmChainConfig
 from indexer.models import Block
-from tests.unit.test_evm_rows import CHAIN, PREFIXES, RawRpc, body_of, rows_of
+from tests.unit.test_evm_rows import CHAIN, PREFIXES, RawRpc, _table_rows, body_of, rows_of
 
 DATA = Path(__file__).parent.parent / "data" / "evm"
 FIXTURES = sorted(
@@ -37,16 +38,25 @@ def load(name: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     return block, receipts
 
 
-def answers(name: str) -> tuple[list[Any], bool]:
-    """The batch answer for the fixture's block: the block, plus its logs when known."""
+MODES = [
+    (name, mode)
+    for name in FIXTURES
+    for mode in (("none", "getLogs", "receipts") if load(name)[1] is not None else ("none",))
+]
+
+
+def answers(name: str, mode: LogSource) -> list[Any]:
+    """The batch answer for the fixture's block: the block, plus its logs or its receipts."""
     block, receipts = load(name)
-    tx_hashes = {tx["hash"] for tx in block["transactions"]}
-    if receipts is None:
-        return [block], False
+    if mode == "none":
+        return [block]
+    assert receipts is not None
+    if mode == "receipts":
+        return [block, receipts]
     # eth_getLogs answers the logs of the block's transactions (a Polygon state-sync
     # receipt's logs name a transaction the block does not list: not in this answer).
-    logs = [lg for r in receipts if r["transactionHash"] in tx_hashes for lg in r["logs"]]
-    return [block, logs], True
+    tx_hashes = {tx["hash"] for tx in block["transactions"]}
+    return [block, [lg for r in receipts if r["transactionHash"] in tx_hashes for lg in r["logs"]]]
 
 
 def test_every_fixture_with_full_transactions_is_here() -> None:
@@ -90,27 +100,38 @@ def _check_columns(table: FieldTable, stored: list[Any], items: list[dict[str, A
             assert row[i] == want, f"{table.table.name}.{column.name}"
 
 
-@pytest.mark.parametrize("name", FIXTURES)
-def test_fixture_is_stored_exactly_by_both_paths(name: str) -> None:
-    results, with_logs = answers(name)
-    store = "logs" if with_logs else "transactions"
-    cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=1, store=store)
+STORE: dict[LogSource, Literal["transactions", "logs", "receipts"]] = {
+    "none": "transactions",
+    "getLogs": "logs",
+    "receipts": "receipts",
+}
+
+
+@pytest.mark.parametrize(("name", "mode"), MODES)
+def test_fixture_is_stored_exactly_by_both_paths(name: str, mode: LogSource) -> None:
+    results = answers(name, mode)
+    cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=1, store=STORE[mode])
     number = int(results[0]["number"], 16)
     body = body_of(results)
     src = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
     checked: list[Block] = asyncio.run(src.blocks(number, 1))
     fast = evm_rows.decode_full_batch(
-        body, list(range(len(results))), start=number, count=1, prefixes=PREFIXES,
-        with_logs=with_logs,
+        body, list(range(len(results))), start=number, count=1, prefixes=PREFIXES, logs=mode,
     )  # fmt: skip
     assert fast is not None, "the fast path refused a real block"
     assert rows_of(fast) == rows_of(checked)
-    heads, txs, _logs = rows_of(fast)
-    block, _ = load(name)
+    heads, txs, logs = rows_of(fast)
+    block, receipts = load(name)
     head = heads[0][3]
     assert head[0] == CHAIN
     _check_columns(evm_fields.BLOCKS, [head], [block])
     _check_columns(evm_fields.TRANSACTIONS, txs, block["transactions"])
+    if mode == "receipts":
+        assert receipts is not None
+        stored = _table_rows(fast[0].rows["receipts"], tables.RECEIPTS.copy_types)
+        _check_columns(evm_fields.RECEIPTS, stored, receipts)
+        all_logs = [lg for r in receipts for lg in r["logs"]]
+        _check_columns(evm_fields.LOGS, logs, all_logs)
     withdrawals = fast[0].rows.get("withdrawals")
     assert (withdrawals.count if withdrawals else None) == (
         len(block["withdrawals"]) if "withdrawals" in block else None

@@ -32,7 +32,7 @@ from tests.unit.test_evm_source import CORRUPTIONS, block_json, good, h, log_jso
 CHAIN = 7
 PREFIXES = tables.copy_prefixes(CHAIN)
 CFG = EvmChainConfig(
-    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0
+    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0, store="logs"
 )
 
 
@@ -165,6 +165,10 @@ class RawRpc:
     async def batch_decoded(self, calls: Sequence[tuple[str, Sequence[Any]]], decode: Any) -> Any:
         return await decode(self.body, list(range(len(calls))), "fake")
 
+    async def batch_for_endpoint(self, build: Any, decode: Any) -> Any:
+        calls = build(self.urls[0])
+        return await decode(self.body, list(range(len(calls))), calls, self.urls[0])
+
 
 def body_of(results: list[Any]) -> bytes:
     return orjson.dumps([{"jsonrpc": "2.0", "id": i, "result": r} for i, r in enumerate(results)])
@@ -180,7 +184,7 @@ async def checked(body: bytes, start: int, count: int) -> list[Block] | Exceptio
 
 def fast(body: bytes, start: int, count: int) -> list[Block] | None:
     return decode_full_batch(
-        body, list(range(count + 1)), start=start, count=count, prefixes=PREFIXES, with_logs=True
+        body, list(range(count + 1)), start=start, count=count, prefixes=PREFIXES, logs="getLogs"
     )
 
 

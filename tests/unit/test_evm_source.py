@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any, cast
 
+import orjson
 import pytest
 
 from indexer import errors, tables
@@ -115,8 +116,16 @@ class FakeRpc:
     async def batch_parsed(self, calls: Sequence[tuple[str, Sequence[Any]]], parse: Any) -> Any:
         return parse(await self.batch(calls))
 
+    async def batch_for_endpoint(self, build: Any, decode: Any) -> Any:
+        calls = build(self.urls[0])
+        results = await self.batch(calls)
+        body = orjson.dumps(
+            [{"jsonrpc": "2.0", "id": i, "result": r} for i, r in enumerate(results)]
+        )
+        return await decode(body, list(range(len(calls))), calls, self.urls[0])
 
-CFG = EvmChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1)
+
+CFG = EvmChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, store="logs")
 
 
 def source(results: list[Any]) -> tuple[EvmSource, FakeRpc]:
