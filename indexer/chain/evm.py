@@ -198,7 +198,7 @@ class EvmSource:
                                           parse=parse, start=start, count=count, full=full,
                                           logs=logs, prefixes=prefixes, where=where)  # fmt: skip
             except errors.RpcError as exc:
-                if len(calls) > count and logs == "receipts" and _lacks_method(exc):
+                if len(calls) > count and logs == "receipts" and _lacks_block_receipts(exc):
                     self._no_block_receipts[url] = time.monotonic()
                     raise errors.SourceTransient(
                         f"{endpoint}: eth_getBlockReceipts is not available ({exc}); asking "
@@ -296,7 +296,10 @@ BLOCK_RECEIPTS_RECHECK_SECS = 600.0
 RECEIPTS_PER_REQUEST = 1000
 
 
-def _lacks_method(exc: errors.RpcError) -> bool:
+def _lacks_block_receipts(exc: errors.RpcError) -> bool:
+    """The error says the node has no eth_getBlockReceipts (not that a call failed)."""
+    if exc.context.get("method") != "eth_getBlockReceipts":
+        return False
     message = str(exc).lower()
     return exc.code == -32601 or any(
         s in message for s in ("not found", "does not exist", "not supported", "unsupported",

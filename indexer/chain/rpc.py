@@ -320,6 +320,7 @@ def _match(
             raise errors.RpcError(
                 f"{where}: {method} failed: {str(err.get('message', '?'))[:200]}",
                 code=code if isinstance(code, int) else 0,
+                method=method,
             )
         if "result" not in item:
             raise errors.ResponseCorrupted(f"{where}: {method} answer has neither result nor error")

@@ -114,6 +114,7 @@ class Case:
 
 # The deadline must fire fast for the faults that hold the answer back.
 _DEADLINE = {"request_timeout_secs": 1.0}
+_GET_LOGS = {"store": "logs"}  # the cases that alter eth_getLogs answers
 CASES = [
     Case("http_500", BLOCK),
     Case("http_503", BLOCK, times=2),
@@ -122,15 +123,15 @@ CASES = [
     Case("slow_body", BLOCK, params={"delay": 0.05}, chain_keys=_DEADLINE),
     Case("malformed_json", BLOCK, times=2),
     Case("truncated_json", BLOCK),
-    Case("rpc_error", LOGS, times=2),  # -32000: the node failed, the request was fine
+    Case("rpc_error", LOGS, times=2, chain_keys=_GET_LOGS),  # -32000: the node failed
     Case("wrong_id", BLOCK),
-    Case("missing_item", LOGS),
+    Case("missing_item", LOGS, chain_keys=_GET_LOGS),
     Case("null_result", BLOCK, params={"index": 3}),
     Case("wrong_block_number", BLOCK, params={"index": 2}),
     Case("break_link", BLOCK),
     Case("break_first_link", BLOCK),
-    Case("foreign_log", LOGS),
-    Case("drop_logs", LOGS),
+    Case("foreign_log", LOGS, chain_keys=_GET_LOGS),
+    Case("drop_logs", LOGS, chain_keys=_GET_LOGS),
     Case("lag", HEAD, params={"blocks": 5}),
     # A node with a batch limit below ours: the sync halves its batches until they pass.
     Case("batch_limit", None, times=1_000_000, params={"max_items": 6}, check_used_up=False),
