@@ -9,6 +9,14 @@
  *   rlp(item) -> bytes                                   item: bytes | int >= 0 | list/tuple
  *   ordered_trie_root(values: list[bytes]) -> bytes      keys rlp(0), rlp(1), ...
  *   bloom(entries: list[bytes]) -> bytes                 256 bytes: 3 bits per entry
+ *   Layout(ops, type_byte).encode(obj) -> bytes          a consensus object's encoding
+ *
+ * A `Layout` is compiled once per consensus object shape (a header of one fork, a
+ * transaction of one type, a receipt, a withdrawal; indexer/chain/evm_layouts.py holds them
+ * as data) and encodes an object as RLP straight from the hex strings of a JSON-RPC answer:
+ * a dict (the checked path) or a msgspec struct (the fast path), read by key either way.
+ * `type_byte` >= 0 prefixes the envelope (EIP-2718). A field that is missing, not hex, or
+ * of the wrong size raises ValueError naming it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -118,6 +126,8 @@ static int reserve(Buf *b, Py_ssize_t extra) {
 }
 
 static int append(Buf *b, const void *src, Py_ssize_t n) {
+    if (n == 0)
+        return 0;
     if (reserve(b, n) < 0)
         return -1;
     memcpy(b->data + b->len, src, (size_t)n);
@@ -348,6 +358,402 @@ static int encode_node(Buf *out, Entry *entries, Py_ssize_t count, int depth) {
     return close_list(out, start);
 }
 
+/* -- Layouts: consensus objects encoded from JSON-RPC hex strings */
+
+enum {
+    L_QTY = 1,          /* a hex quantity, as an RLP integer */
+    L_DATA = 2,         /* hex data (size bytes, or any when size < 0) */
+    L_ADDR_OR_EMPTY = 3, /* 20 bytes, or the empty string when null (contract creation) */
+    L_ACCESS_LIST = 4,  /* [[address, [storage keys]], ...] */
+    L_AUTH_LIST = 5,    /* [[chainId, address, nonce, yParity, r, s], ...] */
+    L_HEX_LIST = 6,     /* [32-byte strings] */
+    L_QTY_OR_ZERO = 7,  /* a quantity, 0 when missing */
+    L_BOOL_INT = 8,     /* a boolean as 1 or 0, 0 when missing */
+    L_QTY_OR_ALT = 9,   /* a quantity, from key2 when key is missing */
+    L_DATA_OR_EMPTY = 10, /* hex data, the empty string when missing */
+    L_LOGS = 11,        /* [[address, [topics], data], ...] */
+    L_STATUS_OR_ROOT = 12, /* status (quantity), else the pre-Byzantium root (32 bytes) */
+};
+
+typedef struct {
+    int kind;
+    PyObject *key;  /* str */
+    PyObject *key2; /* str or NULL */
+    Py_ssize_t size;
+} LOp;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t nops;
+    LOp *ops;
+    int type_byte;
+} Layout;
+
+static int lbad(PyObject *key, const char *what) {
+    PyErr_Format(PyExc_ValueError, "%U: %s", key, what);
+    return -1;
+}
+
+/* obj[key] for a dict, obj.key otherwise; None when missing. New reference or NULL. */
+static PyObject *get_field(PyObject *obj, PyObject *key) {
+    if (PyDict_Check(obj)) {
+        PyObject *v = PyDict_GetItemWithError(obj, key);
+        if (v == NULL && PyErr_Occurred())
+            return NULL;
+        v = v ? v : Py_None;
+        Py_INCREF(v);
+        return v;
+    }
+    PyObject *v = PyObject_GetAttr(obj, key);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        Py_INCREF(Py_None);
+        return Py_None;
+    }
+    return v;
+}
+
+static const signed char HEXV[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+    ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+/* The digits after "0x" of an ASCII str, or NULL with ValueError naming `key`. */
+static const char *digits_of(PyObject *v, PyObject *key, Py_ssize_t *n) {
+    if (!PyUnicode_Check(v) || !PyUnicode_IS_COMPACT_ASCII(v)) {
+        lbad(key, "not a hex string");
+        return NULL;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+    const char *s = (const char *)PyUnicode_DATA(v);
+    if (len < 2 || s[0] != '0' || s[1] != 'x') {
+        lbad(key, "no 0x prefix");
+        return NULL;
+    }
+    for (Py_ssize_t i = 2; i < len; i++)
+        if (!HEXV[(unsigned char)s[i]]) {
+            lbad(key, "not hex");
+            return NULL;
+        }
+    *n = len - 2;
+    return s + 2;
+}
+
+static int put_hex_data(Buf *b, PyObject *v, PyObject *key, Py_ssize_t size) {
+    Py_ssize_t n;
+    const char *s = digits_of(v, key, &n);
+    if (s == NULL)
+        return -1;
+    if (n & 1)
+        return lbad(key, "odd number of hex digits");
+    if (size >= 0 && n != 2 * size)
+        return lbad(key, "wrong length");
+    unsigned char small[64];
+    unsigned char *raw = n / 2 <= 64 ? small : PyMem_Malloc((size_t)(n / 2));
+    if (raw == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i += 2)
+        raw[i / 2] = (unsigned char)(((HEXV[(unsigned char)s[i]] - 1) << 4)
+                                     | (HEXV[(unsigned char)s[i + 1]] - 1));
+    int failed = put_string(b, raw, n / 2);
+    if (raw != small)
+        PyMem_Free(raw);
+    return failed;
+}
+
+static int put_quantity(Buf *b, PyObject *v, PyObject *key) {
+    Py_ssize_t n;
+    const char *s = digits_of(v, key, &n);
+    if (s == NULL)
+        return -1;
+    if (n < 1 || n > 64)
+        return lbad(key, "not a quantity of 1 to 64 hex digits");
+    while (n > 1 && s[0] == '0') { /* leading zeros are not part of the integer */
+        s++;
+        n--;
+    }
+    unsigned char raw[32];
+    Py_ssize_t len = 0;
+    if (!(n == 1 && s[0] == '0')) {
+        Py_ssize_t i = 0;
+        if (n & 1)
+            raw[len++] = (unsigned char)(HEXV[(unsigned char)s[i++]] - 1);
+        for (; i < n; i += 2)
+            raw[len++] = (unsigned char)(((HEXV[(unsigned char)s[i]] - 1) << 4)
+                                         | (HEXV[(unsigned char)s[i + 1]] - 1));
+    }
+    return put_string(b, raw, len);
+}
+
+static int put_small(Buf *b, int value) {
+    unsigned char raw = (unsigned char)value;
+    return put_string(b, &raw, value ? 1 : 0);
+}
+
+/* A list field: each item through `each`, the whole wrapped as an RLP list. */
+typedef int (*ItemFn)(Buf *, PyObject *, PyObject *);
+
+static int put_list(Buf *b, PyObject *v, PyObject *key, ItemFn each) {
+    if (!PyList_Check(v))
+        return lbad(key, "not a list");
+    Py_ssize_t start = b->len;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
+        if (each(b, PyList_GET_ITEM(v, i), key) < 0)
+            return -1;
+    return close_list(b, start);
+}
+
+static PyObject *K_ADDRESS, *K_STORAGE_KEYS, *K_CHAIN_ID, *K_NONCE, *K_Y_PARITY, *K_R, *K_S,
+    *K_TOPICS, *K_DATA, *K_V;
+
+static int hash32_item(Buf *b, PyObject *v, PyObject *key) { return put_hex_data(b, v, key, 32); }
+
+static int field(Buf *b, PyObject *obj, PyObject *key, int kind, Py_ssize_t size) {
+    PyObject *v = get_field(obj, key);
+    if (v == NULL)
+        return -1;
+    int failed;
+    if (v == Py_None)
+        failed = lbad(key, "missing");
+    else if (kind == L_QTY)
+        failed = put_quantity(b, v, key);
+    else
+        failed = put_hex_data(b, v, key, size);
+    Py_DECREF(v);
+    return failed;
+}
+
+static int access_item(Buf *b, PyObject *entry, PyObject *key) {
+    (void)key;
+    Py_ssize_t start = b->len;
+    if (field(b, entry, K_ADDRESS, L_DATA, 20) < 0)
+        return -1;
+    PyObject *keys = get_field(entry, K_STORAGE_KEYS);
+    if (keys == NULL)
+        return -1;
+    int failed = keys == Py_None ? lbad(K_STORAGE_KEYS, "missing")
+                                 : put_list(b, keys, K_STORAGE_KEYS, hash32_item);
+    Py_DECREF(keys);
+    return failed ? -1 : close_list(b, start);
+}
+
+static int auth_item(Buf *b, PyObject *entry, PyObject *key) {
+    (void)key;
+    Py_ssize_t start = b->len;
+    if (field(b, entry, K_CHAIN_ID, L_QTY, -1) < 0 || field(b, entry, K_ADDRESS, L_DATA, 20) < 0
+        || field(b, entry, K_NONCE, L_QTY, -1) < 0)
+        return -1;
+    PyObject *parity = get_field(entry, K_Y_PARITY); /* older answers send only v */
+    if (parity == NULL)
+        return -1;
+    int failed = field(b, entry, parity == Py_None ? K_V : K_Y_PARITY, L_QTY, -1);
+    Py_DECREF(parity);
+    if (failed || field(b, entry, K_R, L_QTY, -1) < 0 || field(b, entry, K_S, L_QTY, -1) < 0)
+        return -1;
+    return close_list(b, start);
+}
+
+static int log_item(Buf *b, PyObject *log, PyObject *key) {
+    (void)key;
+    Py_ssize_t start = b->len;
+    if (field(b, log, K_ADDRESS, L_DATA, 20) < 0)
+        return -1;
+    PyObject *topics = get_field(log, K_TOPICS);
+    if (topics == NULL)
+        return -1;
+    int failed = topics == Py_None ? lbad(K_TOPICS, "missing")
+                                   : put_list(b, topics, K_TOPICS, hash32_item);
+    Py_DECREF(topics);
+    if (failed || field(b, log, K_DATA, L_DATA, -1) < 0)
+        return -1;
+    return close_list(b, start);
+}
+
+static int put_op(Buf *b, const LOp *op, PyObject *obj) {
+    PyObject *v = get_field(obj, op->key);
+    if (v == NULL)
+        return -1;
+    int failed = 0;
+    switch (op->kind) {
+    case L_QTY:
+        failed = v == Py_None ? lbad(op->key, "missing") : put_quantity(b, v, op->key);
+        break;
+    case L_DATA:
+        failed = v == Py_None ? lbad(op->key, "missing") : put_hex_data(b, v, op->key, op->size);
+        break;
+    case L_ADDR_OR_EMPTY:
+        failed = v == Py_None ? put_string(b, NULL, 0) : put_hex_data(b, v, op->key, 20);
+        break;
+    case L_DATA_OR_EMPTY:
+        failed = v == Py_None ? put_string(b, NULL, 0) : put_hex_data(b, v, op->key, -1);
+        break;
+    case L_QTY_OR_ZERO:
+        failed = v == Py_None ? put_small(b, 0) : put_quantity(b, v, op->key);
+        break;
+    case L_BOOL_INT:
+        if (v != Py_None && v != Py_True && v != Py_False)
+            failed = lbad(op->key, "not a boolean");
+        else
+            failed = put_small(b, v == Py_True);
+        break;
+    case L_QTY_OR_ALT:
+        if (v == Py_None) {
+            Py_DECREF(v);
+            v = get_field(obj, op->key2);
+            if (v == NULL)
+                return -1;
+            failed = v == Py_None ? lbad(op->key2, "missing") : put_quantity(b, v, op->key2);
+        } else {
+            failed = put_quantity(b, v, op->key);
+        }
+        break;
+    case L_ACCESS_LIST:
+        failed = v == Py_None ? lbad(op->key, "missing") : put_list(b, v, op->key, access_item);
+        break;
+    case L_AUTH_LIST:
+        failed = v == Py_None ? lbad(op->key, "missing") : put_list(b, v, op->key, auth_item);
+        break;
+    case L_HEX_LIST:
+        failed = v == Py_None ? lbad(op->key, "missing") : put_list(b, v, op->key, hash32_item);
+        break;
+    case L_LOGS:
+        failed = v == Py_None ? lbad(op->key, "missing") : put_list(b, v, op->key, log_item);
+        break;
+    case L_STATUS_OR_ROOT:
+        if (v != Py_None) {
+            failed = put_quantity(b, v, op->key);
+        } else {
+            Py_DECREF(v);
+            v = get_field(obj, op->key2);
+            if (v == NULL)
+                return -1;
+            failed = v == Py_None ? lbad(op->key, "missing (and no pre-Byzantium root)")
+                                  : put_hex_data(b, v, op->key2, 32);
+        }
+        break;
+    default:
+        PyErr_Format(PyExc_ValueError, "unknown layout op %d", op->kind);
+        failed = -1;
+    }
+    Py_DECREF(v);
+    return failed ? -1 : 0;
+}
+
+static void layout_dealloc(Layout *self) {
+    for (Py_ssize_t k = 0; k < self->nops; k++) {
+        Py_XDECREF(self->ops[k].key);
+        Py_XDECREF(self->ops[k].key2);
+    }
+    PyMem_Free(self->ops);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *layout_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *spec;
+    int type_byte = -1;
+    static char *kwlist[] = {"ops", "type_byte", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|i", kwlist, &spec, &type_byte))
+        return NULL;
+    PyObject *seq = PySequence_Fast(spec, "ops must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Layout *self = (Layout *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->type_byte = type_byte;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    self->ops = PyMem_Calloc((size_t)(n ? n : 1), sizeof(LOp));
+    if (self->ops == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        LOp *op = &self->ops[k];
+        PyObject *key, *key2;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, k), "iUOn", &op->kind, &key, &key2,
+                              &op->size)) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->nops = k + 1;
+        Py_INCREF(key);
+        PyUnicode_InternInPlace(&key);
+        op->key = key;
+        if (key2 != Py_None) {
+            if (!PyUnicode_Check(key2)) {
+                PyErr_SetString(PyExc_TypeError, "key2 must be a str or None");
+                Py_DECREF(seq);
+                Py_DECREF(self);
+                return NULL;
+            }
+            Py_INCREF(key2);
+            PyUnicode_InternInPlace(&key2);
+            op->key2 = key2;
+        }
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+}
+
+static int layout_encode_into(Layout *self, PyObject *obj, Buf *b) {
+    if (self->type_byte >= 0) {
+        unsigned char t = (unsigned char)self->type_byte;
+        if (append(b, &t, 1) < 0)
+            return -1;
+    }
+    Py_ssize_t start = b->len;
+    for (Py_ssize_t k = 0; k < self->nops; k++)
+        if (put_op(b, &self->ops[k], obj) < 0)
+            return -1;
+    return close_list(b, start);
+}
+
+static PyObject *layout_encode(Layout *self, PyObject *obj) {
+    Buf b = {NULL, 0, 0};
+    PyObject *out = NULL;
+    if (layout_encode_into(self, obj, &b) == 0)
+        out = PyBytes_FromStringAndSize((const char *)(b.data ? b.data : (unsigned char *)""),
+                                        b.len);
+    PyMem_Free(b.data);
+    return out;
+}
+
+static PyObject *layout_hash(Layout *self, PyObject *obj) {
+    Buf b = {NULL, 0, 0};
+    PyObject *out = NULL;
+    if (layout_encode_into(self, obj, &b) == 0) {
+        unsigned char digest[32];
+        keccak256(b.data, b.len, digest);
+        out = PyBytes_FromStringAndSize((const char *)digest, 32);
+    }
+    PyMem_Free(b.data);
+    return out;
+}
+
+static PyMethodDef layout_methods[] = {
+    {"encode", (PyCFunction)layout_encode, METH_O, "encode(obj) -> the object's encoding."},
+    {"hash", (PyCFunction)layout_hash, METH_O, "hash(obj) -> keccak256 of the encoding."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LayoutType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "indexer._proof.Layout",
+    .tp_basicsize = sizeof(Layout),
+    .tp_dealloc = (destructor)layout_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A consensus object's RLP layout, compiled from ops.",
+    .tp_methods = layout_methods,
+    .tp_new = layout_new,
+};
+
 static PyObject *py_keccak256(PyObject *self, PyObject *arg) {
     (void)self;
     Py_buffer view;
@@ -455,4 +861,24 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__proof(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__proof(void) {
+    const char *names[] = {"address", "storageKeys", "chainId", "nonce", "yParity",
+                           "r", "s", "topics", "data", "v"};
+    PyObject **slots[] = {&K_ADDRESS, &K_STORAGE_KEYS, &K_CHAIN_ID, &K_NONCE, &K_Y_PARITY,
+                          &K_R, &K_S, &K_TOPICS, &K_DATA, &K_V};
+    for (int i = 0; i < 10; i++)
+        if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            return NULL;
+    if (PyType_Ready(&LayoutType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&LayoutType);
+    if (PyModule_AddObject(m, "Layout", (PyObject *)&LayoutType) < 0) {
+        Py_DECREF(&LayoutType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -153,6 +153,14 @@ class EvmChainConfig(ChainConfig):
     # Where full batches (transactions/logs) are decoded: 0 = one decode thread of the main
     # process (fastest on few cores); N = N worker processes (for cores to spare).
     decode_workers: int = Field(default=0, ge=0, le=32)
+    # What to verify of every answer before it is kept: "links" (parent links and answer
+    # consistency), "headers" (plus every block hash recomputed from its header), "full"
+    # (plus transaction hashes, transactions/receipts/withdrawals roots, logs blooms).
+    # Default: "full" for chains whose rules we know (by chain_id, or `rules`), else "links".
+    verify: Literal["links", "headers", "full"] | None = None
+    # The chain's consensus rules, where chain_id does not say (a fork of a known chain):
+    # "ethereum", "optimism", "base", "arbitrum", "polygon", "gnosis".
+    rules: Literal["ethereum", "optimism", "base", "arbitrum", "polygon", "gnosis"] | None = None
 
     schemes: ClassVar[tuple[str, ...]] = ("http", "https")
 

@@ -27,7 +27,7 @@ import msgspec
 import orjson
 
 from indexer import errors, redact
-from indexer.chain import evm_checked
+from indexer.chain import evm_checked, evm_verify
 from indexer.chain.decode_pool import Decoder
 from indexer.chain.evm_checked import require_bytes, require_dict, require_int
 from indexer.chain.evm_rows import _ENVELOPE, LogSource, decode_full_batch, decode_hashes_batch
@@ -54,6 +54,10 @@ class EvmSource:
         self.checked_batches = 0  # batches the fast path left to the checked path
         # Endpoints found without eth_getBlockReceipts, and when (asked again later).
         self._no_block_receipts: dict[str, float] = {}
+        rules = evm_verify.rules_for(cfg.chain_id, cfg.rules)
+        self.verifier = evm_verify.Verifier(
+            level=cfg.verify or evm_verify.default_level(rules), rules=rules, label=cfg.name
+        )
 
     def bind(self, copy_prefixes: Mapping[str, bytes]) -> None:
         self.copy_prefixes = dict(copy_prefixes)
@@ -176,11 +180,26 @@ class EvmSource:
                 )
                 for i, raw in enumerate(results[:count])
             ]
+            verifier = self.verifier
             if logs == "getLogs":
-                return evm_checked.attach_logs(mapped, results[-1], where=where)
+                blocks = evm_checked.attach_logs(mapped, results[-1], where=where)
+                by_block: list[list[Any]] = [[] for _ in mapped]
+                for lg in results[-1]:  # checked by attach_logs: each names one of the blocks
+                    by_block[int(lg["blockNumber"], 16) - start].append(lg)
+                for raw, block_logs in zip(results[:count], by_block, strict=True):
+                    verifier.check(raw, logs=block_logs)
+                return blocks
             if logs == "receipts":
                 got = receipts if receipts is not None else results[count:]
-                return evm_checked.attach_receipts(mapped, got, where=where)
+                blocks = evm_checked.attach_receipts(mapped, got, where=where)
+                for raw, block_receipts in zip(results[:count], got, strict=True):
+                    verifier.check(raw, receipts=block_receipts)
+                return blocks
+            for raw in results[:count]:
+                if full:
+                    verifier.check(raw)
+                else:
+                    verifier.check_header(raw)
             return [m.block for m in mapped]
 
         prefixes = self.copy_prefixes
@@ -229,12 +248,13 @@ class EvmSource:
             if full:
                 blocks = await self.decoder.run(
                     decode_full_batch, raw, ids, start=start, count=count, prefixes=prefixes,
-                    logs=logs, receipts=receipts,
+                    logs=logs, receipts=receipts, verifier=self.verifier,
                 )  # fmt: skip
             else:
                 blocks = await self.decoder.run_here(
-                    decode_hashes_batch, raw, ids, start=start, prefixes=prefixes
-                )
+                    decode_hashes_batch, raw, ids, start=start, prefixes=prefixes,
+                    verifier=self.verifier,
+                )  # fmt: skip
             if blocks is not None:
                 self.fast_batches += 1
                 return blocks

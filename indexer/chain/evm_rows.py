@@ -34,8 +34,9 @@ from typing import Any, Literal, NamedTuple
 
 import msgspec
 
-from indexer import tables
+from indexer import errors, tables
 from indexer.chain import evm_fields
+from indexer.chain.evm_verify import Verifier
 from indexer.models import Block, Rows
 
 _ZERO_BLOOM = "0x" + "0" * 512
@@ -88,6 +89,7 @@ _BLOCK: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Block)
 _HASHES_BLOCK: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_HashesBlock)
 _LOGS: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[_Log])  # type: ignore[valid-type]
 _RECEIPTS: msgspec.json.Decoder[Any] = msgspec.json.Decoder(list[_Receipt])  # type: ignore[valid-type]
+_NO_CHECKS = Verifier(level="links", rules=None, label="")
 _REFUSED = (_Refused, msgspec.DecodeError, ValueError, KeyError, IndexError, TypeError)
 
 
@@ -108,7 +110,12 @@ def _block(raw: Any, rows: dict[str, Rows]) -> Block:
 
 
 def decode_hashes_batch(
-    body: bytes, ids: Sequence[int], *, start: int, prefixes: Mapping[str, bytes]
+    body: bytes,
+    ids: Sequence[int],
+    *,
+    start: int,
+    prefixes: Mapping[str, bytes],
+    verifier: Verifier | None = None,
 ) -> list[Block] | None:
     """`store = "blocks"`: headers, transactions as hashes (checked, counted, not kept)."""
     prefix = prefixes[tables.BLOCKS.name]
@@ -121,9 +128,10 @@ def decode_hashes_batch(
                 set(map(len, hashes)) != {66} or not all(map(str.startswith, hashes, repeat("0x")))
             ):
                 return None
+            (verifier or _NO_CHECKS).check_header(raw)
             blocks.append(_block(raw, _header(raw, start + offset, prefix)))
         return blocks
-    except _REFUSED:
+    except (*_REFUSED, errors.ResponseCorrupted):
         return None
 
 
@@ -154,6 +162,7 @@ def decode_full_batch(
     prefixes: Mapping[str, bytes],
     logs: LogSource,
     receipts: Sequence[bytes] | None = None,
+    verifier: Verifier | None = None,
 ) -> list[Block] | None:
     """The batch's blocks with encoded rows, or None when the checked path must decide.
 
@@ -164,20 +173,24 @@ def decode_full_batch(
     """
     try:
         return _decode(
-            body, ids, start=start, count=count, prefixes=prefixes, logs=logs, receipts=receipts
-        )
+            body, ids, start=start, count=count, prefixes=prefixes, logs=logs,
+            receipts=receipts, verifier=verifier or _NO_CHECKS,
+        )  # fmt: skip
     except _REFUSED:
         return None
+    except errors.ResponseCorrupted:
+        return None  # a commitment that does not recompute: the checked path names it
 
 
 class _Spelled(NamedTuple):
-    """A block's hash and number as the answer spells them, its transactions' hashes, and
-    whether its bloom announces logs."""
+    """A block's hash, number and bloom as the answer spells them, its transactions'
+    hashes, and whether its bloom announces logs."""
 
     hash: str
     number: str
     tx_hashes: list[str]
     bloom_says_logs: bool
+    bloom: str | None = None
 
 
 def _decode(
@@ -189,6 +202,7 @@ def _decode(
     prefixes: Mapping[str, bytes],
     logs: LogSource,
     receipts: Sequence[bytes] | None,
+    verifier: Verifier,
 ) -> list[Block]:
     in_body = {"none": 0, "getLogs": 1, "receipts": count if receipts is None else 0}[logs]
     answers = _answers(body, ids, count + in_body)
@@ -224,25 +238,24 @@ def _decode(
         )
         rows[tx_table.table.name] = Rows(len(txs), encoded=encoded)
         bloom = raw.logsBloom
-        spelled.append(
-            _Spelled(raw.hash, raw.number, [tx.hash for tx in txs],
-                     bloom is not None and bloom != _ZERO_BLOOM)
-        )  # fmt: skip
+        spelling = _Spelled(raw.hash, raw.number, [tx.hash for tx in txs],
+                            bloom is not None and bloom != _ZERO_BLOOM, bloom)  # fmt: skip
+        if logs == "receipts":
+            assert receipts is not None
+            block_receipts = _RECEIPTS.decode(receipts[offset])
+            verifier.check(raw, receipts=block_receipts)
+            rows.update(_receipts_of_block(spelling, block_receipts, number=number,
+                                           prefixes=prefixes))  # fmt: skip
+        else:
+            verifier.check(raw)  # the bloom, with getLogs, once the logs are grouped
+        spelled.append(spelling)
         blocks.append(_block(raw, rows))
-        block_rows.append(rows)  # the block's own dict: logs and receipts are added below
+        block_rows.append(rows)  # the block's own dict: getLogs logs are added below
         del raw, txs
 
     if logs == "getLogs":
-        _logs_of_range(block_rows, spelled, answers[-1].result, start=start, prefixes=prefixes)
-    elif logs == "receipts":
-        assert receipts is not None
-        for offset, (rows, spelling, raw_receipts) in enumerate(
-            zip(block_rows, spelled, receipts, strict=True)
-        ):
-            rows.update(
-                _receipts_of_block(spelling, raw_receipts, number=start + offset,
-                                   prefixes=prefixes)
-            )  # fmt: skip
+        _logs_of_range(block_rows, spelled, answers[-1].result, start=start, prefixes=prefixes,
+                       verifier=verifier)  # fmt: skip
     return blocks
 
 
@@ -253,6 +266,7 @@ def _logs_of_range(
     *,
     start: int,
     prefixes: Mapping[str, bytes],
+    verifier: Verifier,
 ) -> None:
     log_table = evm_fields.LOGS
     groups: list[list[Any]] = [[] for _ in block_rows]
@@ -262,6 +276,8 @@ def _logs_of_range(
     for offset, (rows, spelling, logs) in enumerate(zip(block_rows, spelled, groups, strict=True)):
         if spelling.bloom_says_logs != bool(logs):
             raise _Refused  # the bloom and the logs disagree: the checked path says how
+        verifier.check_logs_bloom({"number": spelling.number, "logsBloom": spelling.bloom},
+                                  logs)  # fmt: skip
         encoded = b""
         if logs:
             encoded = log_table.encode(
@@ -277,14 +293,13 @@ def _logs_of_range(
 
 def _receipts_of_block(
     spelling: _Spelled,
-    raw_receipts: bytes,
+    receipts: list[Any],
     *,
     number: int,
     prefixes: Mapping[str, bytes],
 ) -> dict[str, Rows]:
     """The block's receipts, and its logs from them, in order (one receipt per transaction)."""
     receipt_table, log_table = evm_fields.RECEIPTS, evm_fields.LOGS
-    receipts = _RECEIPTS.decode(raw_receipts)
     if len(receipts) != len(spelling.tx_hashes):
         raise _Refused
     block_hash, block_number, tx_hashes = spelling.hash, spelling.number, spelling.tx_hashes

@@ -36,6 +36,7 @@ from tests.support.oracle import assert_equals_node, check_invariants, table_cou
 HEIGHT = 60
 RESUME_AT = 20  # a clean sync stops here first, so faults hit batches above a stored tip
 BLOCK, LOGS, HEAD = "eth_getBlockByNumber", "eth_getLogs", "eth_blockNumber"
+RECEIPTS = "eth_getBlockReceipts"
 # Several batches, two in flight: faults land mid-sync, next to healthy requests.
 BATCHES: dict[str, Any] = {"batch_size": 16, "prefetch_batches": 2}
 SYNC_TIMEOUT_SECS = 30.0
@@ -133,6 +134,11 @@ CASES = [
     Case("foreign_log", LOGS, chain_keys=_GET_LOGS),
     Case("drop_logs", LOGS, chain_keys=_GET_LOGS),
     Case("lag", HEAD, params={"blocks": 5}),
+    # Well-formed lies: refused by verification (a hash or root that does not recompute).
+    Case("change_tx_value", BLOCK),
+    Case("change_header", BLOCK, params={"field": "stateRoot"}),
+    Case("drop_receipt_log", RECEIPTS),
+    Case("swap_status", RECEIPTS),
     # A node with a batch limit below ours: the sync halves its batches until they pass.
     Case("batch_limit", None, times=1_000_000, params={"max_items": 6}, check_used_up=False),
 ]

@@ -325,6 +325,55 @@ def _lag(fault: Fault, ex: _Exchange) -> bool:
     return changed
 
 
+# -- Well-formed lies: answers that parse and link, but say what the chain did not
+
+
+def _blocks_with_txs(ex: _Exchange) -> list[dict[str, Any]]:
+    return [
+        b for b in ex.results(_BLOCK, dict)
+        if b.get("transactions") and isinstance(b["transactions"][0], dict)
+    ]  # fmt: skip
+
+
+def _change_tx_value(fault: Fault, ex: _Exchange) -> bool:
+    block = _pick(_blocks_with_txs(ex), fault.params["index"])
+    if block is None:
+        return False
+    tx = block["transactions"][0]
+    tx["value"] = hex(int(tx["value"], 16) + 1)
+    return True
+
+
+def _change_header(fault: Fault, ex: _Exchange) -> bool:
+    block = _pick(ex.results(_BLOCK, dict), fault.params["index"])
+    if block is None:
+        return False
+    key = fault.params["field"]
+    value = block[key]
+    block[key] = hex(int(value, 16) + 1) if len(value) <= 18 else flip_hash(value)
+    return True
+
+
+def _receipts(ex: _Exchange) -> list[dict[str, Any]]:
+    return [r for rs in ex.results(_RECEIPTS, list) for r in rs if isinstance(r, dict)]
+
+
+def _drop_receipt_log(fault: Fault, ex: _Exchange) -> bool:
+    receipt = _pick([r for r in _receipts(ex) if r.get("logs")], fault.params["index"])
+    if receipt is None:
+        return False
+    receipt["logs"].pop()
+    return True
+
+
+def _swap_status(fault: Fault, ex: _Exchange) -> bool:
+    receipt = _pick([r for r in _receipts(ex) if "status" in r], fault.params["index"])
+    if receipt is None:
+        return False
+    receipt["status"] = "0x0" if receipt["status"] == "0x1" else "0x1"
+    return True
+
+
 # -- The table
 
 
@@ -340,6 +389,7 @@ class Kind:
 
 
 _BLOCK, _LOGS = "eth_getBlockByNumber", "eth_getLogs"
+_RECEIPTS = "eth_getBlockReceipts"
 KINDS: Mapping[str, Kind] = {
     "http_500": Kind({"body": _HTML_500}, before=_http_error(500, "text/html")),
     "http_503": Kind({"body": "503 Service Unavailable\n"}, before=_http_error(503, "text/plain")),
@@ -367,6 +417,12 @@ KINDS: Mapping[str, Kind] = {
     ),
     "drop_logs": Kind({}, after=_on_items(_drop_logs), method=_LOGS),
     "lag": Kind({"blocks": 5}, after=_on_items(_lag), method="eth_blockNumber"),
+    "change_tx_value": Kind({"index": 0}, after=_on_items(_change_tx_value), method=_BLOCK),
+    "change_header": Kind(
+        {"index": 0, "field": "gasUsed"}, after=_on_items(_change_header), method=_BLOCK
+    ),
+    "drop_receipt_log": Kind({"index": 0}, after=_on_items(_drop_receipt_log), method=_RECEIPTS),
+    "swap_status": Kind({"index": 0}, after=_on_items(_swap_status), method=_RECEIPTS),
 }
 FAULT_KINDS: frozenset[str] = frozenset(KINDS)
 

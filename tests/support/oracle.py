@@ -167,6 +167,7 @@ def assert_equals_node(
                         _h(lg["data"]),
                     )
                 )
+            compare_columns(conn, chain, results[:-1], transactions=transactions)
             for block in results[:-1]:
                 n = int(block["number"], 16)
                 want = (_h(block["hash"]), _h(block["parentHash"]), len(block["transactions"]))
@@ -181,10 +182,46 @@ def assert_equals_node(
                 assert stored_logs.get(n, []) == want_logs, f"logs of block {n} differ"
                 if n in stored_receipts or (receipts and block["transactions"]):
                     want_receipts = [
-                        _receipt(r)
-                        for r in rpc.batch([("eth_getBlockReceipts", [hex(n)])])[0]
+                        _receipt(r) for r in rpc.batch([("eth_getBlockReceipts", [hex(n)])])[0]
                     ]
                     assert stored_receipts.get(n) == want_receipts, f"receipts of block {n}"
+
+
+def compare_columns(
+    conn: psycopg.Connection[Any], chain: int, blocks: list[dict[str, Any]], *, transactions: bool
+) -> None:
+    """Every stored column of these blocks and their transactions equals the node's field."""
+    from psycopg.rows import dict_row
+
+    from indexer.chain import evm_fields
+    from tests.support.columns import expected, stored
+
+    numbers = [int(b["number"], 16) for b in blocks]
+    cur = conn.cursor(row_factory=dict_row)
+    rows = {
+        r["number"]: stored(r)
+        for r in cur.execute(
+            "SELECT * FROM blocks WHERE chain = %s AND number = ANY(%s)", (chain, numbers)
+        )
+    }
+    txs = {
+        (r["block_number"], r["tx_index"]): stored(r)
+        for r in cur.execute(
+            "SELECT * FROM transactions WHERE chain = %s AND block_number = ANY(%s)",
+            (chain, numbers),
+        )
+    }
+    for block in blocks:
+        n = int(block["number"], 16)
+        want = expected(evm_fields.BLOCKS, block)
+        got = {k: rows[n][k] for k in want}
+        assert got == want, f"block {n}: columns differ from the node"
+        if not transactions:
+            continue
+        for i, tx in enumerate(block["transactions"]):
+            want = expected(evm_fields.TRANSACTIONS, tx)
+            got = {k: txs[(n, i)][k] for k in want}
+            assert got == want, f"block {n} transaction {i}: columns differ from the node"
 
 
 def _receipt(r: dict[str, Any]) -> tuple[Any, ...]:

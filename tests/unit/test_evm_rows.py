@@ -31,9 +31,11 @@ from tests.unit.test_evm_source import CORRUPTIONS, block_json, good, h, log_jso
 
 CHAIN = 7
 PREFIXES = tables.copy_prefixes(CHAIN)
+# Decoding, not verification: the blocks here are made up (their hashes recompute to nothing).
 CFG = EvmChainConfig(
-    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0, store="logs"
-)
+    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, decode_workers=0,
+    store="logs", verify="links",
+)  # fmt: skip
 
 
 # -- Reading binary COPY rows back (independent of the encoder)
@@ -369,8 +371,9 @@ def test_fast_path_never_accepts_what_the_checked_path_refuses(
 # -- store = "blocks": headers with transaction hashes
 
 BLOCKS_CFG = EvmChainConfig(
-    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, store="blocks"
-)
+    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, store="blocks",
+    verify="links",
+)  # fmt: skip
 
 
 def hashes_block(n: int, txs: int) -> dict[str, Any]:

@@ -125,7 +125,9 @@ class FakeRpc:
         return await decode(body, list(range(len(calls))), calls, self.urls[0])
 
 
-CFG = EvmChainConfig(name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, store="logs")
+CFG = EvmChainConfig(
+    name="t", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1, store="logs", verify="links"
+)
 
 
 def source(results: list[Any]) -> tuple[EvmSource, FakeRpc]:
