@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from indexer import daemon, errors
+from indexer import daemon, errors, tables
 from indexer.devnet.traffic import fill_blocks
 from indexer.sync.progress import Progress
 from tests.integration.helpers import (
@@ -26,11 +26,13 @@ from tests.support.oracle import assert_equals_node, check_invariants, table_cou
 
 
 def punch(db_url: str, heights: list[int]) -> None:
-    """Make holes: delete these blocks with their transactions and logs."""
+    """Make holes: delete these blocks with every row of theirs (every declared table)."""
     with psycopg.connect(db_url) as conn:
-        for table, column in (("logs", "block_number"), ("transactions", "block_number"),
-                              ("blocks", "number")):  # fmt: skip
-            conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", (heights,))
+        for table in reversed(tables.ALL):
+            conn.execute(
+                f"DELETE FROM {table.name} WHERE {table.height} = ANY(%s)",
+                (heights,),
+            )
 
 
 def gaps(db_url: str) -> list[tuple[int, int, int]]:

@@ -55,7 +55,7 @@ def check_invariants(
         ).fetchone()
         assert tip_hash is not None and bytes(tip_hash[0]) == bytes(cp[1]), "checkpoint hash"
         # 5. No orphans: child rows only for stored blocks, never above the checkpoint.
-        for table in ("transactions", "logs"):
+        for table in ("transactions", "logs", "receipts", "withdrawals"):
             orphans = q(
                 f"""SELECT count(*) FROM {table} t LEFT JOIN blocks b
                     ON b.chain = t.chain AND b.number = t.block_number
