@@ -126,6 +126,7 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     height: str  # the column holding the block height the row belongs to
+    position: str | None = None  # the column numbering a block's rows (None: one per block)
     _checks: tuple[Callable[[Any], Any], ...] = field(
         init=False, repr=False, compare=False, default=()
     )
@@ -136,6 +137,7 @@ class Table:
         assert names[0] == "chain" and self.columns[0].type == SMALLINT, self.name
         assert len(set(names)) == len(names), f"{self.name}: duplicate column"
         assert self.height in names, f"{self.name}: no height column {self.height}"
+        assert self.position is None or self.position in names, self.name
 
     @property
     def data_columns(self) -> tuple[Column, ...]:
@@ -319,6 +321,7 @@ TRANSACTIONS = Table(
         _c("max_submission_fee", NUMERIC, null=True),
     ),
     height="block_number",
+    position="tx_index",
 )
 
 LOGS = Table(
@@ -334,6 +337,7 @@ LOGS = Table(
         _c("data", BYTEA),
     ),
     height="block_number",
+    position="log_index",
 )
 
 RECEIPTS = Table(
@@ -362,6 +366,7 @@ RECEIPTS = Table(
         _c("l1_block_number", BIGINT, null=True),
     ),
     height="block_number",
+    position="tx_index",
 )
 
 WITHDRAWALS = Table(
@@ -376,6 +381,7 @@ WITHDRAWALS = Table(
         _c("amount", BIGINT),  # gwei
     ),
     height="block_number",
+    position="position",
 )
 
 # Every table of chain data, parents before children: written in this order, rolled back

@@ -1,4 +1,8 @@
-"""`indexer verify`: check the stored chains with SQL and, optionally, against the node.
+"""`indexer verify`: check the stored chains with SQL, at rest, and optionally against the node.
+
+At rest (EVM chains, no node): every stored block's hash, and with full data its
+transaction hashes, roots and blooms, recomputed from the stored rows by the same verifier
+that checked the node's answers, at the chain's `verify` level.
 
 Every check honours `--from/--to`. A check lists its first `SHOWN` problems and counts the
 rest ("and N more"); the summary line counts them all, and any problem exits 1.
@@ -11,8 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer import daemon, errors
-from indexer.config import ChainConfig, Config
+from indexer import daemon, errors, tables
+from indexer.chain import evm_rest, evm_verify
+from indexer.config import ChainConfig, Config, EvmChainConfig
 from indexer.store import Store
 from indexer.store.migrate import migrate
 from indexer.store.stored import StoredChain
@@ -73,6 +78,13 @@ async def _sql_checks(
         await stored.orphan_logs(low, high, limit=SHOWN),
         lambda number, index: f"block {number:,d}: log {index} names a transaction not stored",
     )
+    problems.add_rows(
+        await stored.log_index_gaps(low, high, limit=SHOWN),
+        lambda number, count, first, last: (
+            f"block {number:,d}: {count} log(s) stored with indexes {first}..{last}, not "
+            f"0..{count - 1} (a log is missing)"
+        ),
+    )
     if chain.keeps("transactions"):
         problems.add_rows(
             await stored.tx_count_mismatches(low, high, limit=SHOWN),
@@ -93,6 +105,62 @@ async def _sql_checks(
         )
     elif checkpoint is not None and await stored.hash_at(checkpoint.number) != checkpoint.hash:
         problems.add(f"checkpoint hash differs from stored block {checkpoint.number:,d}")
+
+
+REST_CHUNK = 200
+
+
+async def _rest_checks(
+    stored: StoredChain, chain: EvmChainConfig, low: int, high: int, problems: Problems
+) -> str:
+    """Recompute every stored block's commitments from its rows (no node); say what."""
+    rules = evm_verify.rules_for(chain.chain_id, chain.rules)
+    level = chain.verify or evm_verify.default_level(rules)
+    if level == "links":
+        return 'no commitments (verify = "links")'
+    verifier = evm_verify.Verifier(level=level, rules=rules, label=chain.name)
+    highest = await stored.highest()
+    if not chain.keeps("transactions"):
+        level = "headers"  # the header is all that is stored
+    if highest is None:
+        return level
+    keeps = {t.name: chain.keeps(t.name) for t in tables.ALL}
+    position = low
+    while position <= min(high, highest):
+        end = min(high, highest, position + REST_CHUNK - 1)
+        rows = {
+            t.name: _by_block(await stored.rows_between(t.name, position, end), t.height)
+            if keeps[t.name] else {}
+            for t in tables.ALL
+        }  # fmt: skip
+        for number, (block,) in sorted(rows["blocks"].items()):
+            answer, receipts, logs = evm_rest.block_answers(
+                block,
+                transactions=rows["transactions"].get(number, [])
+                if keeps["transactions"] else None,
+                receipts=rows["receipts"].get(number, []) if keeps["receipts"] else None,
+                logs=rows["logs"].get(number, []),
+                withdrawals=rows["withdrawals"].get(number, [])
+                if keeps["withdrawals"] and block["withdrawals_root"] is not None else None,
+            )  # fmt: skip
+            try:
+                if not keeps["transactions"]:
+                    verifier.check_header(answer)
+                elif receipts is not None:
+                    verifier.check(answer, receipts=receipts)
+                else:
+                    verifier.check(answer, logs=logs if keeps["logs"] else None)
+            except errors.ResponseCorrupted as exc:
+                problems.add(f"block {number:,d}: stored rows do not recompute: {exc}")
+        position = end + 1
+    return level
+
+
+def _by_block(rows: list[dict[str, Any]], height: str) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(int(row[height]), []).append(row)
+    return out
 
 
 async def _node_checks(
@@ -143,15 +211,20 @@ async def verify(
             stored = StoredChain(store, chain=chain_id, name=chain.name)
             problems = Problems()
             await _sql_checks(stored, chain, lo, hi, problems)
+            rest = ""
+            if isinstance(chain, EvmChainConfig):
+                rest = await _rest_checks(stored, chain, lo, hi, problems)
             if against_node:
                 await _node_checks(stored, chain, lo, hi, problems)
             for line in problems.shown:
                 echo(f"{chain.name}: {line}")
             if problems.unshown:
                 echo(f"{chain.name}: ... and {problems.unshown:,d} more")
-            what = "links, child rows and coverage" + (
-                " and the node's hashes" if against_node else ""
-            )
+            what = "links, child rows and coverage"
+            if rest:
+                what += f", stored commitments: {rest}"
+            if against_node:
+                what += ", and the node's hashes"
             summary = "ok" if not problems.total else f"{problems.total:,d} problem(s)"
             echo(f"{chain.name}: {summary} ({what})")
             found += problems.total

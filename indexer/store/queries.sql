@@ -158,6 +158,14 @@ WHERE b.chain = %(chain)s AND b.number BETWEEN %(low)s AND %(high)s
 GROUP BY b.number, b.tx_count HAVING b.tx_count <> count(t.tx_index)
 ORDER BY b.number LIMIT %(limit)s;
 
+-- name: verify_log_indexes --
+-- Blocks whose stored log indexes are not 0..n-1 (a log missing; first `limit`, with total).
+SELECT count(*) OVER () AS total, block_number, count(*), min(log_index), max(log_index)
+FROM logs
+WHERE chain = %(chain)s AND block_number BETWEEN %(low)s AND %(high)s
+GROUP BY block_number HAVING min(log_index) <> 0 OR max(log_index) <> count(*) - 1
+ORDER BY block_number LIMIT %(limit)s;
+
 -- name: verify_ranges --
 -- Differences between block_ranges (derived) and blocks itself (first `limit`, with total).
 SELECT count(*) OVER () AS total, problem, first, last FROM (
