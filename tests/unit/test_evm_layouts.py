@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from indexer import _proof
 from indexer.chain import evm_encoding, evm_layouts, evm_rows
@@ -76,3 +78,102 @@ def test_a_changed_field_changes_the_hash() -> None:
         layout.encode({k: v for k, v in tx.items() if k != "blobVersionedHashes"})
     with pytest.raises(ValueError, match="to: wrong length"):
         layout.encode({**tx, "to": "0x12"})
+
+
+# -- Random objects of every shape: the C layouts and the Python reference agree
+
+
+def _qty() -> st.SearchStrategy[str]:
+    return st.integers(0, 2**256 - 1).map(hex)
+
+
+def _data(size: int | None = None) -> st.SearchStrategy[str]:
+    sizes = st.just(size) if size is not None and size >= 0 else st.integers(0, 70)
+    return sizes.flatmap(lambda n: st.binary(min_size=n, max_size=n)).map(lambda b: "0x" + b.hex())
+
+
+_ACCESS = st.lists(
+    st.fixed_dictionaries({"address": _data(20), "storageKeys": st.lists(_data(32), max_size=3)}),
+    max_size=3,
+)
+_AUTH = st.lists(
+    st.fixed_dictionaries(
+        {"chainId": _qty(), "address": _data(20), "nonce": _qty(),
+         "yParity": st.sampled_from(["0x0", "0x1"]), "r": _qty(), "s": _qty()}
+    ),
+    max_size=2,
+)  # fmt: skip
+_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "nonce": _qty(), "gasPrice": _qty(), "gas": _qty(), "to": st.one_of(st.none(), _data(20)),
+    "value": _qty(), "input": _data(), "v": _qty(), "r": _qty(), "s": _qty(), "chainId": _qty(),
+    "yParity": st.sampled_from(["0x0", "0x1"]), "maxPriorityFeePerGas": _qty(),
+    "maxFeePerGas": _qty(), "maxFeePerBlobGas": _qty(), "accessList": _ACCESS,
+    "authorizationList": _AUTH, "blobVersionedHashes": st.lists(_data(32), max_size=3),
+    "sourceHash": _data(32), "from": _data(20), "mint": st.one_of(st.none(), _qty()),
+    "isSystemTx": st.one_of(st.none(), st.booleans()), "requestId": _data(32),
+    "ticketId": _data(32), "refundTo": _data(20), "maxRefund": _qty(),
+    "submissionFeeRefund": _qty(), "l1BaseFee": _qty(), "depositValue": _qty(),
+    "retryTo": st.one_of(st.none(), _data(20)), "retryValue": _qty(),
+    "retryData": _data(), "beneficiary": _data(20), "maxSubmissionFee": _qty(),
+}  # fmt: skip
+
+
+@st.composite
+def transactions(draw: st.DrawFn) -> dict[str, Any]:
+    tx_type = draw(st.sampled_from(sorted(evm_layouts.TRANSACTIONS)))
+    tx = {key: draw(strategy) for key, strategy in _FIELDS.items()}
+    if tx_type in (3, 4, 0x64):
+        tx["to"] = draw(_data(20))  # these types cannot create a contract
+    tx = {k: v for k, v in tx.items() if v is not None}
+    tx["type"] = hex(tx_type)
+    return tx
+
+
+@settings(max_examples=600, deadline=None)
+@given(transactions())
+def test_random_transactions_encode_as_the_reference_does(tx: dict[str, Any]) -> None:
+    assert evm_layouts.transaction_of(tx).encode(tx) == evm_encoding.transaction_envelope(tx)
+
+
+_LOG = st.fixed_dictionaries(
+    {"address": _data(20), "topics": st.lists(_data(32), max_size=4), "data": _data()}
+)
+
+
+@st.composite
+def receipts(draw: st.DrawFn) -> dict[str, Any]:
+    receipt: dict[str, Any] = {
+        "type": hex(draw(st.sampled_from([0, 1, 2, 3, 4, 0x7E, 0x6A]))),
+        "cumulativeGasUsed": draw(_qty()),
+        "logsBloom": draw(_data(256)),
+        "logs": draw(st.lists(_LOG, max_size=4)),
+    }
+    if draw(st.booleans()):
+        receipt["status"] = draw(st.sampled_from(["0x0", "0x1"]))
+    else:
+        receipt["root"] = draw(_data(32))
+    if receipt["type"] == "0x7e" and draw(st.booleans()):
+        receipt["depositNonce"] = draw(_qty())
+        if draw(st.booleans()):
+            receipt["depositReceiptVersion"] = "0x1"
+    return receipt
+
+
+@settings(max_examples=600, deadline=None)
+@given(receipts())
+def test_random_receipts_encode_as_the_reference_does(receipt: dict[str, Any]) -> None:
+    assert evm_layouts.receipt_of(receipt).encode(receipt) == evm_encoding.receipt_envelope(receipt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 5), st.booleans(), st.data())
+def test_random_headers_hash_as_the_reference_does(
+    forks: int, aura: bool, data: st.DataObject
+) -> None:
+    header = {key: data.draw(_data(size)) if kind == evm_layouts.DATA else data.draw(_qty())
+              for kind, key, _, size in evm_layouts.HEADER_BASE}  # fmt: skip
+    seal = evm_layouts.AURA_SEAL if aura else evm_layouts.HEADER_SEAL
+    for group in (seal, *evm_layouts.HEADER_FORKS[:forks]):
+        for kind, key, _, size in group:
+            header[key] = data.draw(_data(size)) if kind == evm_layouts.DATA else data.draw(_qty())
+    assert evm_layouts.header_of(header).hash(header) == evm_encoding.header_hash(header)
