@@ -176,7 +176,11 @@ class EvmSource:
         def parse(results: list[Any], receipts: list[Any] | None) -> list[Block]:
             mapped = [
                 evm_checked.map_block(
-                    raw, number=start + i, where=f"{self.label} block {start + i:,d}", full=full
+                    raw,
+                    number=start + i,
+                    where=f"{self.label} block {start + i:,d}",
+                    full=full,
+                    rules=self.verifier.rules,
                 )
                 for i, raw in enumerate(results[:count])
             ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from indexer import errors, tables
 from indexer.chain import evm_fields
+from indexer.chain.evm_verify import system_tx_hash
 from indexer.chain.fields import Context, read_hex, read_quantity
 from indexer.models import Block, Rows
 
@@ -53,6 +54,7 @@ _LOG = evm_fields.LOGS
 _WITHDRAWAL = evm_fields.WITHDRAWALS
 _TX_HASH = tables.TRANSACTIONS.index("hash")
 _LOG_INDEX = tables.LOGS.index("log_index")
+_LOG_TX_INDEX = tables.LOGS.index("tx_index")
 _BLOCK_HASH = tables.BLOCKS.index("hash")
 _PARENT_HASH = tables.BLOCKS.index("parent_hash")
 
@@ -74,9 +76,15 @@ class Mapped:
     block: Block
     tx_hashes: list[bytes]
     bloom_says_logs: bool
+    system: bytes | None = None  # the hash of the block's system transaction (Polygon)
+
+    @property
+    def named_hashes(self) -> list[bytes]:
+        """The transactions receipts and logs may name: the block's, then its system one."""
+        return [*self.tx_hashes, self.system] if self.system else self.tx_hashes
 
 
-def map_block(raw: Any, *, number: int, where: str, full: bool) -> Mapped:
+def map_block(raw: Any, *, number: int, where: str, full: bool, rules: str | None = None) -> Mapped:
     """Map one block: its header row and, with `full`, its transactions' rows.
 
     `full`: the answer holds transaction objects (mapped); otherwise transaction hashes
@@ -117,10 +125,12 @@ def map_block(raw: Any, *, number: int, where: str, full: bool) -> Mapped:
     else:
         _check_tx_hashes(raw_txs, where)
     bloom = obj.get("logsBloom")
+    system = system_tx_hash(rules, hex(number), "0x" + block_hash.hex())
     return Mapped(
         Block(number, block_hash, row[_PARENT_HASH], children),
         tx_hashes,
         isinstance(bloom, str) and bloom != _ZERO_BLOOM,
+        None if system is None else bytes.fromhex(system[2:]),
     )
 
 
@@ -138,7 +148,7 @@ def attach_logs(mapped: list[Mapped], raw_logs: Any, *, where: str) -> list[Bloc
         if not 0 <= offset < len(mapped):
             raise errors.ResponseCorrupted(f"{where}: log for block {number:,d} outside the range")
         m = mapped[offset]
-        context = Context(number, m.block.hash, m.tx_hashes)
+        context = Context(number, m.block.hash, m.named_hashes)
         log_index = require_int(obj, "logIndex", log_where)
         per_block[offset].append(
             _LOG.values(obj, context=context, position=log_index, where=log_where)
@@ -150,13 +160,14 @@ def attach_logs(mapped: list[Mapped], raw_logs: Any, *, where: str) -> list[Bloc
         if [row[_LOG_INDEX] for row in logs] != list(range(len(logs))):
             # logIndex is the position in the block: a gap or a repeat means logs are missing.
             raise errors.ResponseCorrupted(f"{where}: block {number:,d} log indexes are not 0..n-1")
-        if m.bloom_says_logs and not logs:
+        in_bloom = [row for row in logs if row[_LOG_TX_INDEX] < len(m.tx_hashes)]
+        if m.bloom_says_logs and not in_bloom:
             # A load-balanced backend that lags answers eth_getLogs with [] for blocks it has
             # not seen yet; the bloom proves the block has logs.
             raise errors.ResponseCorrupted(
                 f"{where}: block {number:,d} has a logs bloom but no logs were returned"
             )
-        if logs and not m.bloom_says_logs:
+        if in_bloom and not m.bloom_says_logs:
             raise errors.ResponseCorrupted(f"{where}: block {number:,d} logs contradict its bloom")
         block = m.block
         rows = {**block.rows, _LOG.table.name: Rows.of(tuple(logs))}
@@ -165,7 +176,6 @@ def attach_logs(mapped: list[Mapped], raw_logs: Any, *, where: str) -> list[Bloc
 
 
 _RECEIPT = evm_fields.RECEIPTS
-_LOG_TX_INDEX = tables.LOGS.index("tx_index")
 
 
 def attach_receipts(mapped: list[Mapped], raw_receipts: list[Any], *, where: str) -> list[Block]:
@@ -177,11 +187,11 @@ def attach_receipts(mapped: list[Mapped], raw_receipts: list[Any], *, where: str
         block_where = f"{where} block {block.number:,d} receipts"
         if not isinstance(receipts, list):
             raise errors.ResponseCorrupted(f"{block_where}: not a list")
-        if len(receipts) != len(m.tx_hashes):
+        if len(receipts) not in (len(m.tx_hashes), len(m.named_hashes)):
             raise errors.ResponseCorrupted(
                 f"{block_where}: {len(receipts):,d} receipts for {len(m.tx_hashes):,d} transactions"
             )
-        context = Context(block.number, block.hash, m.tx_hashes)
+        context = Context(block.number, block.hash, m.named_hashes)
         receipt_rows = []
         log_rows: list[tuple[Any, ...]] = []
         for i, receipt in enumerate(receipts):
@@ -198,7 +208,8 @@ def attach_receipts(mapped: list[Mapped], raw_receipts: list[Any], *, where: str
                         f"{log_where}: names transaction {row[_LOG_TX_INDEX]}, not its receipt's"
                     )
                 log_rows.append(row)
-        if m.bloom_says_logs != bool(log_rows):
+        in_bloom = [row for row in log_rows if row[_LOG_TX_INDEX] < len(m.tx_hashes)]
+        if m.bloom_says_logs != bool(in_bloom):
             raise errors.ResponseCorrupted(
                 f"{block_where}: the block's logs bloom and its receipts' logs disagree"
             )

@@ -36,7 +36,7 @@ import msgspec
 
 from indexer import errors, tables
 from indexer.chain import evm_fields
-from indexer.chain.evm_verify import Verifier
+from indexer.chain.evm_verify import Verifier, system_tx_hash
 from indexer.models import Block, Rows
 
 _ZERO_BLOOM = "0x" + "0" * 512
@@ -191,6 +191,12 @@ class _Spelled(NamedTuple):
     tx_hashes: list[str]
     bloom_says_logs: bool
     bloom: str | None = None
+    system: str | None = None  # the hash of the block's system transaction (Polygon)
+
+    @property
+    def named_hashes(self) -> list[str]:
+        """The transactions receipts and logs may name: the block's, then its system one."""
+        return [*self.tx_hashes, self.system] if self.system else self.tx_hashes
 
 
 def _decode(
@@ -238,8 +244,9 @@ def _decode(
         )
         rows[tx_table.table.name] = Rows(len(txs), encoded=encoded)
         bloom = raw.logsBloom
+        system = system_tx_hash(verifier.rules, raw.number, raw.hash)
         spelling = _Spelled(raw.hash, raw.number, [tx.hash for tx in txs],
-                            bloom is not None and bloom != _ZERO_BLOOM, bloom)  # fmt: skip
+                            bloom is not None and bloom != _ZERO_BLOOM, bloom, system)  # fmt: skip
         if logs == "receipts":
             assert receipts is not None
             block_receipts = _RECEIPTS.decode(receipts[offset])
@@ -274,10 +281,12 @@ def _logs_of_range(
     for lg in _LOGS.decode(raw_logs):
         groups[by_number[lg.blockNumber]].append(lg)
     for offset, (rows, spelling, logs) in enumerate(zip(block_rows, spelled, groups, strict=True)):
-        if spelling.bloom_says_logs != bool(logs):
+        in_bloom = [lg for lg in logs if lg.transactionHash != spelling.system]
+        if spelling.bloom_says_logs != bool(in_bloom):
             raise _Refused  # the bloom and the logs disagree: the checked path says how
-        verifier.check_logs_bloom({"number": spelling.number, "logsBloom": spelling.bloom},
-                                  logs)  # fmt: skip
+        verifier.check_logs_bloom(
+            {"number": spelling.number, "hash": spelling.hash, "logsBloom": spelling.bloom}, logs
+        )
         encoded = b""
         if logs:
             encoded = log_table.encode(
@@ -286,7 +295,7 @@ def _logs_of_range(
                 block_hash=spelling.hash,
                 block_number=spelling.number,
                 number=start + offset,
-                tx_hashes=spelling.tx_hashes,
+                tx_hashes=spelling.named_hashes,
             )
         rows[log_table.table.name] = Rows(len(logs), encoded=encoded)
 
@@ -300,9 +309,9 @@ def _receipts_of_block(
 ) -> dict[str, Rows]:
     """The block's receipts, and its logs from them, in order (one receipt per transaction)."""
     receipt_table, log_table = evm_fields.RECEIPTS, evm_fields.LOGS
-    if len(receipts) != len(spelling.tx_hashes):
-        raise _Refused
-    block_hash, block_number, tx_hashes = spelling.hash, spelling.number, spelling.tx_hashes
+    if len(receipts) not in (len(spelling.tx_hashes), len(spelling.named_hashes)):
+        raise _Refused  # one per transaction (and the system one's, where there is one)
+    block_hash, block_number, tx_hashes = spelling.hash, spelling.number, spelling.named_hashes
     encoded = receipt_table.encode(
         prefixes[receipt_table.table.name], receipts, block_hash=block_hash,
         block_number=block_number, number=number, tx_hashes=tx_hashes,
@@ -310,6 +319,7 @@ def _receipts_of_block(
     log_prefix = prefixes[log_table.table.name]
     parts: list[bytes] = []
     position = 0
+    in_bloom = 0  # logs of the block's own transactions (the system one's are in no bloom)
     for index, receipt in enumerate(receipts):
         if receipt.logs:
             parts.append(
@@ -319,7 +329,8 @@ def _receipts_of_block(
                 )
             )  # fmt: skip
             position += len(receipt.logs)
-    if spelling.bloom_says_logs != bool(position):
+            in_bloom += len(receipt.logs) if index < len(spelling.tx_hashes) else 0
+    if spelling.bloom_says_logs != bool(in_bloom):
         raise _Refused
     return {
         receipt_table.table.name: Rows(len(receipts), encoded=encoded),

@@ -26,7 +26,6 @@ from typing import Any, Final
 
 from indexer import _proof, errors
 from indexer.chain import evm_layouts
-from indexer.chain.evm_encoding import state_sync_tx_hash
 
 # Rules by chain id: the chains whose rules we know. Others get "links" unless the config
 # names the rules (and so the verification) to apply.
@@ -64,6 +63,20 @@ def _get(obj: Any, key: str) -> Any:
 def _hex(value: Any) -> str:
     """A hash as the answer spells it, lowercase without 0x (for comparing with digests)."""
     return value[2:].lower() if isinstance(value, str) and value[:2] == "0x" else ""
+
+
+def system_tx_hash(rules: str | None, number: Any, block_hash: Any) -> str | None:
+    """The hash of a block's system transaction, where the chain's rules have one: Polygon's
+    state sync, keccak("matic-bor-receipt-" || uint64 number || block hash). Its receipt and
+    logs follow the block's transactions (at index len(transactions)), in no trie."""
+    if rules != "polygon":
+        return None
+    try:
+        key = b"matic-bor-receipt-" + int(number, 16).to_bytes(8, "big")
+        key += bytes.fromhex(block_hash[2:])
+    except (TypeError, ValueError, OverflowError):
+        return None  # malformed: the answer's other checks refuse it
+    return "0x" + _proof.keccak256(key).hex()
 
 
 class Verifier:
@@ -141,6 +154,9 @@ class Verifier:
         if self.level != "full":
             return
         where = f"{self.label} block {_get(block, 'number')}"
+        system = system_tx_hash(self.rules, _get(block, "number"), _get(block, "hash"))
+        if system is not None:  # the state sync's logs are in no bloom either
+            logs = [lg for lg in logs if _hex(_get(lg, "transactionHash")) != system[2:]]
         try:
             bloom = _bloom_of(logs)
         except ValueError as exc:
@@ -162,10 +178,10 @@ class Verifier:
         _expect(where, "withdrawalsRoot", expected, _proof.ordered_trie_root(items))
 
     def _check_receipts(self, block: Any, receipts: Sequence[Any], where: str) -> None:
-        if self.rules == "polygon" and receipts:
+        system = system_tx_hash(self.rules, _get(block, "number"), _get(block, "hash"))
+        if system is not None and receipts:
             # Bor's state-sync receipt follows the block's transactions and is in no trie.
-            last = receipts[-1]
-            if _hex(_get(last, "transactionHash")) == _state_sync_hash(block):
+            if _hex(_get(receipts[-1], "transactionHash")) == system[2:]:
                 receipts = receipts[:-1]
         envelopes = []
         all_logs: list[Any] = []
@@ -177,11 +193,6 @@ class Verifier:
         root = _proof.ordered_trie_root(envelopes)
         _expect(where, "receiptsRoot", _get(block, "receiptsRoot"), root)
         _expect(where, "logsBloom", _get(block, "logsBloom"), _bloom_of(all_logs))
-
-
-def _state_sync_hash(block: Any) -> str:
-    number, block_hash = _get(block, "number"), _get(block, "hash")
-    return state_sync_tx_hash({"number": number, "hash": block_hash}).hex()
 
 
 def _bloom_of(logs: Sequence[Any]) -> bytes:

@@ -141,13 +141,16 @@ WHERE t.chain = %(chain)s AND t.block_number BETWEEN %(low)s AND %(high)s AND b.
 GROUP BY t.block_number ORDER BY t.block_number LIMIT %(limit)s;
 
 -- name: verify_orphan_logs --
--- Logs whose block or transaction is not stored (first `limit`, with the total).
+-- Logs whose block or transaction is not stored (first `limit`, with the total). A log at index
+-- tx_count names the block's system transaction (Polygon's state sync): its receipt, if kept.
 SELECT count(*) OVER () AS total, l.block_number, l.log_index
 FROM logs l
 LEFT JOIN transactions t
   ON t.chain = l.chain AND t.block_number = l.block_number AND t.tx_index = l.tx_index
+LEFT JOIN blocks b ON b.chain = l.chain AND b.number = l.block_number
 WHERE l.chain = %(chain)s AND l.block_number BETWEEN %(low)s AND %(high)s
   AND (t.hash IS NULL OR t.hash <> l.tx_hash)
+  AND (t.hash IS NOT NULL OR b.number IS NULL OR l.tx_index <> b.tx_count)
 ORDER BY l.block_number, l.log_index LIMIT %(limit)s;
 
 -- name: verify_tx_counts --

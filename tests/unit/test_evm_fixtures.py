@@ -12,8 +12,8 @@ from typing import Any, Literal, cast
 import orjson
 import pytest
 
-from indexer import tables
-from indexer.chain import evm_fields, evm_rows
+from indexer import errors, tables
+from indexer.chain import evm_fields, evm_rows, evm_verify
 from indexer.chain.evm import EvmSource
 from indexer.chain.evm_rows import LogSource
 from indexer.chain.fields import FieldTable
@@ -163,3 +163,58 @@ def test_orjson_and_fixtures_agree() -> None:
     # The bodies are built with orjson; the fixtures read with json: same values.
     block, _ = load(FIXTURES[0])
     assert orjson.loads(orjson.dumps(block)) == block
+
+
+# -- Polygon's state sync: a receipt (and logs) after the block's transactions, in no trie
+
+
+def polygon_with_state_sync() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """polygon-50000000 (real, verifiable) with a state-sync receipt appended the way Bor
+    appends one: the real state-sync receipt of polygon-67836608, moved to this block (its
+    hash by the state-sync formula, its index after the transactions, its logs numbered
+    after the block's). Bor leaves it out of the receipts root and the bloom, so the block
+    still verifies."""
+    block, receipts = load("polygon-50000000")
+    assert receipts is not None
+    sync = json.loads((DATA / "polygon-67836608" / "receipt-state-sync.json").read_text())
+    system = evm_verify.system_tx_hash("polygon", block["number"], block["hash"])
+    index = hex(len(block["transactions"]))
+    first_log = sum(len(r["logs"]) for r in receipts)
+    moved = {**sync, "blockHash": block["hash"], "blockNumber": block["number"],
+             "transactionHash": system, "transactionIndex": index}  # fmt: skip
+    moved["logs"] = [
+        {**lg, "blockHash": block["hash"], "blockNumber": block["number"],
+         "transactionHash": system, "transactionIndex": index, "logIndex": hex(first_log + i)}
+        for i, lg in enumerate(sync["logs"])
+    ]  # fmt: skip
+    return block, [*receipts, moved]
+
+
+@pytest.mark.parametrize("mode", ["receipts", "getLogs"])
+def test_polygon_state_sync_is_stored_and_the_block_verifies(mode: LogSource) -> None:
+    block, receipts = polygon_with_state_sync()
+    if mode == "receipts":
+        results: list[Any] = [block, receipts]
+    else:
+        results = [block, [lg for r in receipts for lg in r["logs"]]]
+    number = int(block["number"], 16)
+    body = body_of(results)
+    rules: Any
+    for rules, accepted in (("polygon", True), ("ethereum", False)):
+        cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=137,
+                             store=STORE[mode], rules=rules, verify="full")  # fmt: skip
+        src = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
+        src.bind(PREFIXES)
+        if not accepted:
+            with pytest.raises(errors.ResponseCorrupted):
+                asyncio.run(src.blocks(number, 1))
+            continue
+        fast = asyncio.run(src.blocks(number, 1))
+        assert src.fast_batches == 1, "the fast path refused the state sync"
+        unbound = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
+        assert rows_of(fast) == rows_of(asyncio.run(unbound.blocks(number, 1)))
+        _, _, logs = rows_of(fast)
+        synced = [row for row in logs if row[3] == len(block["transactions"])]
+        assert len(synced) == 2  # the state sync's logs, kept
+        if mode == "receipts":
+            assert fast[0].rows_in("receipts") == len(block["transactions"]) + 1
