@@ -844,7 +844,67 @@ static PyObject *py_bloom(PyObject *self, PyObject *arg) {
     return PyBytes_FromStringAndSize((const char *)bloom, 256);
 }
 
+/* Set the 3 bloom bits of one entry (hex data) in `bloom`. */
+static int bloom_add_hex(unsigned char bloom[256], PyObject *v, PyObject *key, Py_ssize_t size) {
+    Py_ssize_t n;
+    const char *s = digits_of(v, key, &n);
+    if (s == NULL)
+        return -1;
+    if (n != 2 * size)
+        return lbad(key, "wrong length");
+    unsigned char raw[32], digest[32];
+    for (Py_ssize_t i = 0; i < n; i += 2)
+        raw[i / 2] = (unsigned char)(((HEXV[(unsigned char)s[i]] - 1) << 4)
+                                     | (HEXV[(unsigned char)s[i + 1]] - 1));
+    keccak256(raw, size, digest);
+    for (int pair = 0; pair < 6; pair += 2) {
+        int bit = ((digest[pair] << 8) | digest[pair + 1]) & 2047;
+        bloom[255 - bit / 8] |= (unsigned char)(1 << (bit % 8));
+    }
+    return 0;
+}
+
+static PyObject *py_logs_bloom(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "logs must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    unsigned char bloom[256];
+    memset(bloom, 0, sizeof bloom);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *log = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *address = get_field(log, K_ADDRESS);
+        if (address == NULL)
+            goto fail;
+        int failed = address == Py_None ? lbad(K_ADDRESS, "missing")
+                                        : bloom_add_hex(bloom, address, K_ADDRESS, 20);
+        Py_DECREF(address);
+        if (failed)
+            goto fail;
+        PyObject *topics = get_field(log, K_TOPICS);
+        if (topics == NULL)
+            goto fail;
+        if (!PyList_Check(topics)) {
+            Py_DECREF(topics);
+            lbad(K_TOPICS, "not a list");
+            goto fail;
+        }
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(topics) && !failed; k++)
+            failed = bloom_add_hex(bloom, PyList_GET_ITEM(topics, k), K_TOPICS, 32);
+        Py_DECREF(topics);
+        if (failed)
+            goto fail;
+    }
+    Py_DECREF(seq);
+    return PyBytes_FromStringAndSize((const char *)bloom, 256);
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"logs_bloom", py_logs_bloom, METH_O,
+     "logs_bloom(logs) -> the 256-byte bloom of the logs' addresses and topics."},
     {"keccak256", py_keccak256, METH_O, "keccak256(data) -> the 32-byte Keccak-256 digest."},
     {"rlp", py_rlp, METH_O, "rlp(item) -> the RLP encoding of bytes, ints >= 0 and lists."},
     {"ordered_trie_root", py_ordered_trie_root, METH_O,
