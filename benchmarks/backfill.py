@@ -100,9 +100,6 @@ def write_config(path: Path, *, db_url: str, node_url: str, settings: Settings) 
         "request_timeout_secs": 300.0,
         "poll_interval_secs": settings.poll_interval_secs,
         "repair_interval_secs": 0.0,
-        # What the replay node serves today: made-up hashes and no receipts.
-        "verify": "links",
-        "store": "logs",
         **dict(settings.extra),
     }
 
@@ -526,6 +523,23 @@ class _ReplayRpc:
         self.map_secs += time.perf_counter() - loaded
         return results
 
+    async def batch_for_endpoint(
+        self,
+        build: Callable[[str], Sequence[tuple[str, Sequence[Any]]]],
+        decode: Callable[
+            [bytes, list[int], Sequence[tuple[str, Sequence[Any]]], str], Awaitable[T]
+        ],
+        *,
+        attempts: int | None = None,
+    ) -> T:
+        url = "http://127.0.0.1:1"
+        calls = build(url)
+
+        async def with_calls(raw: bytes, ids: list[int], where: str) -> T:
+            return await decode(raw, ids, calls, url)
+
+        return await self.batch_decoded(calls, with_calls)
+
     async def batch_decoded(
         self,
         calls: Sequence[tuple[str, Sequence[Any]]],
@@ -534,9 +548,13 @@ class _ReplayRpc:
         body = self._body(calls)
         started = time.perf_counter()
         items = evm_rows._ENVELOPE.decode(body)
-        for item in items[:-1]:
-            evm_rows._BLOCK.decode(item.result)
-        evm_rows._LOGS.decode(items[-1].result)
+        for (method, _), item in zip(calls, items, strict=True):
+            if method == "eth_getBlockByNumber":
+                evm_rows._BLOCK.decode(item.result)
+            elif method == "eth_getLogs":
+                evm_rows._LOGS.decode(item.result)
+            elif method == "eth_getBlockReceipts":
+                evm_rows._RECEIPTS.decode(item.result)
         self.msgspec_secs += time.perf_counter() - started
         started = time.perf_counter()
         results = await decode(body, list(range(len(calls))), "replay")
@@ -545,10 +563,8 @@ class _ReplayRpc:
 
 
 def _chain_config(settings: Settings) -> EvmChainConfig:
-    # The replay chain's hashes are made up until it recomputes them: links only, by default.
-    extra = {"verify": "links", "store": "logs", **dict(settings.extra)}
     return EvmChainConfig(name="bench", kind="evm", urls=("http://127.0.0.1:1",), chain_id=1,
-                          **extra)  # fmt: skip
+                          **dict(settings.extra))  # fmt: skip
 
 
 async def _copy_limit(db_url: str, batches: list[list[Block]]) -> dict[str, float]:
