@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml hatch_build.py indexer/_rows.c indexer/_proof.c  # the C extensions are built here
+$(STAMP): pyproject.toml hatch_build.py indexer/_rows.c indexer/_proof.c indexer/_buf.h  # the C extensions are built here
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

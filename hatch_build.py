@@ -33,6 +33,7 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             Extension(
                 f"indexer.{name}",
                 sources=[f"indexer/{name}.c"],
+                depends=["indexer/_buf.h"],
                 extra_compile_args=[*opt, "-std=c11", "-Wall", "-Wextra"],
             )
             for name, opt in flags.items()

@@ -18,10 +18,7 @@
  * `type_byte` >= 0 prefixes the envelope (EIP-2718). A field that is missing, not hex, or
  * of the wrong size raises ValueError naming it.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
+#include "_buf.h"
 
 /* -- Keccak-f[1600] and Keccak-256 (the original padding, 0x01, not SHA3's 0x06) */
 
@@ -101,40 +98,6 @@ static void keccak256(const unsigned char *data, Py_ssize_t len, unsigned char o
             out[8 * i + k] = (unsigned char)(a[i] >> (8 * k));
 }
 
-/* -- A growable byte buffer */
-
-typedef struct {
-    unsigned char *data;
-    Py_ssize_t len;
-    Py_ssize_t cap;
-} Buf;
-
-static int reserve(Buf *b, Py_ssize_t extra) {
-    if (b->len + extra <= b->cap)
-        return 0;
-    Py_ssize_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra)
-        cap *= 2;
-    unsigned char *data = PyMem_Realloc(b->data, (size_t)cap);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
-static int append(Buf *b, const void *src, Py_ssize_t n) {
-    if (n == 0)
-        return 0;
-    if (reserve(b, n) < 0)
-        return -1;
-    memcpy(b->data + b->len, src, (size_t)n);
-    b->len += n;
-    return 0;
-}
-
 /* -- RLP */
 
 /* The length prefix of a string (offset 0x80) or list (0xc0) of `len` bytes. */
@@ -142,7 +105,7 @@ static int put_prefix(Buf *b, Py_ssize_t len, unsigned char offset) {
     unsigned char head[9];
     if (len < 56) {
         head[0] = (unsigned char)(offset + len);
-        return append(b, head, 1);
+        return buf_append(b, head, 1);
     }
     int n = 0;
     for (Py_ssize_t v = len; v; v >>= 8)
@@ -150,15 +113,15 @@ static int put_prefix(Buf *b, Py_ssize_t len, unsigned char offset) {
     head[0] = (unsigned char)(offset + 55 + n);
     for (int i = 0; i < n; i++)
         head[1 + i] = (unsigned char)(len >> (8 * (n - 1 - i)));
-    return append(b, head, 1 + n);
+    return buf_append(b, head, 1 + n);
 }
 
 static int put_string(Buf *b, const unsigned char *s, Py_ssize_t len) {
     if (len == 1 && s[0] < 0x80)
-        return append(b, s, 1);
+        return buf_append(b, s, 1);
     if (put_prefix(b, len, 0x80) < 0)
         return -1;
-    return append(b, s, len);
+    return buf_append(b, s, len);
 }
 
 /* Insert a list prefix for the `len` bytes written since `start` (moves them). */
@@ -167,7 +130,7 @@ static int close_list(Buf *b, Py_ssize_t start) {
     Buf head = {NULL, 0, 0};
     if (put_prefix(&head, len, 0xc0) < 0)
         return -1;
-    if (reserve(b, head.len) < 0) {
+    if (buf_reserve(b, head.len) < 0) {
         PyMem_Free(head.data);
         return -1;
     }
@@ -291,9 +254,9 @@ static int put_path(Buf *b, const unsigned char *nibbles, int len, int leaf) {
  * else its hash as a 32-byte string. */
 static int put_ref(Buf *b, const Buf *node) {
     if (node->len < 32)
-        return append(b, node->data, node->len);
+        return buf_append(b, node->data, node->len);
     unsigned char hash[32];
-    keccak256(node->data, node->len, hash);
+    keccak256((const unsigned char *)node->data, node->len, hash);
     return put_string(b, hash, 32);
 }
 
@@ -342,7 +305,7 @@ static int encode_node(Buf *out, Entry *entries, Py_ssize_t count, int depth) {
         while (i < count && entries[i].nibbles[depth] == nib)
             i++;
         if (i == first) {
-            if (append(out, "\x80", 1) < 0)
+            if (buf_append(out, "\x80", 1) < 0)
                 return -1;
             continue;
         }
@@ -353,7 +316,7 @@ static int encode_node(Buf *out, Entry *entries, Py_ssize_t count, int depth) {
         if (failed)
             return -1;
     }
-    if (here ? put_string(out, here->value, here->value_len) < 0 : append(out, "\x80", 1) < 0)
+    if (here ? put_string(out, here->value, here->value_len) < 0 : buf_append(out, "\x80", 1) < 0)
         return -1;
     return close_list(out, start);
 }
@@ -413,11 +376,6 @@ static PyObject *get_field(PyObject *obj, PyObject *key) {
     return v;
 }
 
-static const signed char HEXV[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
-    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
-    ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
 
 /* The digits after "0x" of an ASCII str, or NULL with ValueError naming `key`. */
 static const char *digits_of(PyObject *v, PyObject *key, Py_ssize_t *n) {
@@ -432,7 +390,7 @@ static const char *digits_of(PyObject *v, PyObject *key, Py_ssize_t *n) {
         return NULL;
     }
     for (Py_ssize_t i = 2; i < len; i++)
-        if (!HEXV[(unsigned char)s[i]]) {
+        if (!HEX[(unsigned char)s[i]]) {
             lbad(key, "not hex");
             return NULL;
         }
@@ -456,8 +414,8 @@ static int put_hex_data(Buf *b, PyObject *v, PyObject *key, Py_ssize_t size) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i += 2)
-        raw[i / 2] = (unsigned char)(((HEXV[(unsigned char)s[i]] - 1) << 4)
-                                     | (HEXV[(unsigned char)s[i + 1]] - 1));
+        raw[i / 2] = (unsigned char)(((HEX[(unsigned char)s[i]] - 1) << 4)
+                                     | (HEX[(unsigned char)s[i + 1]] - 1));
     int failed = put_string(b, raw, n / 2);
     if (raw != small)
         PyMem_Free(raw);
@@ -480,10 +438,10 @@ static int put_quantity(Buf *b, PyObject *v, PyObject *key) {
     if (!(n == 1 && s[0] == '0')) {
         Py_ssize_t i = 0;
         if (n & 1)
-            raw[len++] = (unsigned char)(HEXV[(unsigned char)s[i++]] - 1);
+            raw[len++] = (unsigned char)(HEX[(unsigned char)s[i++]] - 1);
         for (; i < n; i += 2)
-            raw[len++] = (unsigned char)(((HEXV[(unsigned char)s[i]] - 1) << 4)
-                                         | (HEXV[(unsigned char)s[i + 1]] - 1));
+            raw[len++] = (unsigned char)(((HEX[(unsigned char)s[i]] - 1) << 4)
+                                         | (HEX[(unsigned char)s[i + 1]] - 1));
     }
     return put_string(b, raw, len);
 }
@@ -705,7 +663,7 @@ static PyObject *layout_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
 static int layout_encode_into(Layout *self, PyObject *obj, Buf *b) {
     if (self->type_byte >= 0) {
         unsigned char t = (unsigned char)self->type_byte;
-        if (append(b, &t, 1) < 0)
+        if (buf_append(b, &t, 1) < 0)
             return -1;
     }
     Py_ssize_t start = b->len;
@@ -719,7 +677,7 @@ static PyObject *layout_encode(Layout *self, PyObject *obj) {
     Buf b = {NULL, 0, 0};
     PyObject *out = NULL;
     if (layout_encode_into(self, obj, &b) == 0)
-        out = PyBytes_FromStringAndSize((const char *)(b.data ? b.data : (unsigned char *)""),
+        out = PyBytes_FromStringAndSize(b.data ? b.data : "",
                                         b.len);
     PyMem_Free(b.data);
     return out;
@@ -730,7 +688,7 @@ static PyObject *layout_hash(Layout *self, PyObject *obj) {
     PyObject *out = NULL;
     if (layout_encode_into(self, obj, &b) == 0) {
         unsigned char digest[32];
-        keccak256(b.data, b.len, digest);
+        keccak256((const unsigned char *)b.data, b.len, digest);
         out = PyBytes_FromStringAndSize((const char *)digest, 32);
     }
     PyMem_Free(b.data);
@@ -770,7 +728,7 @@ static PyObject *py_rlp(PyObject *self, PyObject *arg) {
     Buf b = {NULL, 0, 0};
     PyObject *out = NULL;
     if (put_item(&b, arg, 0) == 0)
-        out = PyBytes_FromStringAndSize((const char *)(b.data ? b.data : (unsigned char *)""),
+        out = PyBytes_FromStringAndSize(b.data ? b.data : "",
                                         b.len);
     PyMem_Free(b.data);
     return out;
@@ -810,7 +768,7 @@ static PyObject *py_ordered_trie_root(PyObject *self, PyObject *arg) {
     Buf node = {NULL, 0, 0};
     PyObject *out = NULL;
     if (encode_node(&node, entries, count, 0) == 0) {
-        keccak256(node.data, node.len, root); /* the root is hashed whatever its size */
+        keccak256((const unsigned char *)node.data, node.len, root); /* the root is hashed whatever its size */
         out = PyBytes_FromStringAndSize((const char *)root, 32);
     }
     PyMem_Free(node.data);
@@ -854,8 +812,8 @@ static int bloom_add_hex(unsigned char bloom[256], PyObject *v, PyObject *key, P
         return lbad(key, "wrong length");
     unsigned char raw[32], digest[32];
     for (Py_ssize_t i = 0; i < n; i += 2)
-        raw[i / 2] = (unsigned char)(((HEXV[(unsigned char)s[i]] - 1) << 4)
-                                     | (HEXV[(unsigned char)s[i + 1]] - 1));
+        raw[i / 2] = (unsigned char)(((HEX[(unsigned char)s[i]] - 1) << 4)
+                                     | (HEX[(unsigned char)s[i + 1]] - 1));
     keccak256(raw, size, digest);
     for (int pair = 0; pair < 6; pair += 2) {
         int bit = ((digest[pair] << 8) | digest[pair + 1]) & 2047;

@@ -23,10 +23,7 @@
  * `max items` long. Anything else raises ValueError naming the column and the row, and
  * the caller falls back to the checked pure-Python path, which names the problem.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
+#include "_buf.h"
 
 /* Op kinds (kept in step with indexer/chain/fields.py). */
 enum {
@@ -69,28 +66,6 @@ typedef struct {
     PyObject *label; /* str, for messages */
 } Op;
 
-typedef struct {
-    char *data;
-    Py_ssize_t len;
-    Py_ssize_t cap;
-} Buf;
-
-static int buf_reserve(Buf *b, Py_ssize_t extra) {
-    if (b->len + extra <= b->cap)
-        return 0;
-    Py_ssize_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra)
-        cap *= 2;
-    char *data = PyMem_Realloc(b->data, (size_t)cap);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
 static inline void put_u16(Buf *b, uint16_t v) {
     b->data[b->len++] = (char)(v >> 8);
     b->data[b->len++] = (char)(v & 0xff);
@@ -103,11 +78,6 @@ static inline void put_u32(Buf *b, uint32_t v) {
     b->data[b->len++] = (char)(v & 0xff);
 }
 
-static const signed char HEX[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
-    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
-    ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};  /* digit value + 1; 0 = not a hex digit */
 
 static int bad(const Op *op, Py_ssize_t row, const char *what) {
     PyErr_Format(PyExc_ValueError, "%U of row %zd: %s", op->label, row, what);

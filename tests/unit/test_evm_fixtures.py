@@ -20,6 +20,7 @@ from indexer.chain.fields import FieldTable
 from indexer.chain.rpc import RpcClient
 from indexer.config import EvmChainConfig
 from indexer.models import Block
+from tests.support.columns import expected
 from tests.unit.test_evm_rows import CHAIN, PREFIXES, RawRpc, _table_rows, body_of, rows_of
 
 DATA = Path(__file__).parent.parent / "data" / "evm"
@@ -69,41 +70,13 @@ def test_every_fixture_with_full_transactions_is_here() -> None:
     assert len(FIXTURES) >= 15, FIXTURES
 
 
-def _independent(column: tables.Column, value: Any) -> Any:
-    """The JSON field as the column holds it, decoded here by the column's type alone."""
-    if value is None:
-        return None
-    if isinstance(value, list) and column.type == tables.INTEGER:
-        return len(value)  # a count
-    if column.type == tables.TIMESTAMPTZ:
-        return tables.Column(column.name, column.type).check(int(value, 16))
-    if column.type in (tables.NUMERIC, tables.BIGINT, tables.INTEGER, tables.SMALLINT):
-        return int(value, 16)
-    if column.type == tables.BYTEA:
-        return bytes.fromhex(value[2:])
-    if column.type == tables.BYTEA_ARRAY:
-        return tuple(bytes.fromhex(v[2:]) for v in value)
-    if column.type == tables.JSONB:
-        return tuple(
-            {k: [i.lower() for i in v] if isinstance(v, list) else v.lower() for k, v in o.items()}
-            for o in value
-        )
-    return value
-
-
 def _check_columns(table: FieldTable, stored: list[Any], items: list[dict[str, Any]]) -> None:
-    rules = {c.name: r for c, r in table._rules}
-    columns = table.table.columns
+    names = [c.name for c in table.table.columns]
     assert len(stored) == len(items)
     for row, item in zip(stored, items, strict=True):
-        for i, column in enumerate(columns[1:], start=1):
-            key = rules[column.name].key
-            if key is None:
-                continue
-            want = _independent(column, item.get(key))
-            if key == "type" and want is None:
-                want = 0
-            assert row[i] == want, f"{table.table.name}.{column.name}"
+        got = dict(zip(names, row, strict=True))
+        for name, want in expected(table, item).items():
+            assert got[name] == want, f"{table.table.name}.{name}"
 
 
 STORE: dict[LogSource, Literal["transactions", "logs", "receipts"]] = {
