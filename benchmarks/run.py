@@ -319,6 +319,15 @@ def run_suite(plan: Plan, dsn: str, only: set[str]) -> dict[str, Any]:
         return {"output": text.strip().splitlines()[-1]}
 
     step("soak", soak)
+
+    def soak_hostile() -> dict[str, Any]:
+        minutes = 2.0 if plan is QUICK_PLAN else 10.0
+        text = _run_module(
+            ["benchmarks.soak_hostile", "--dsn", dsn, "--minutes", str(minutes)], timeout=1800
+        )
+        return {"output": text.strip().splitlines()[-1]}
+
+    step("soak_hostile", soak_hostile)
     return out
 
 
@@ -502,6 +511,9 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     soaked = results.get("soak")
     if isinstance(soaked, dict) and "error" not in soaked:
         add("soak (reorgs + faults)", "", None, soaked["output"][:110])
+    hostile = results.get("soak_hostile")
+    if isinstance(hostile, dict) and "error" not in hostile:
+        add("soak (huge/endless answers)", "", None, hostile["output"][:220])
     for name, item in results.items():
         if isinstance(item, dict) and "error" in item:
             add(f"{name}: FAILED", "", None, item["error"][:80])

@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from indexer import errors, redact
+from indexer.chain import budget
 
 DEFAULT_CONFIG_PATH = Path("config/indexer.toml")
 ENV_CONFIG = "INDEXER_CONFIG"
@@ -111,6 +112,12 @@ class ChainConfig(_Model):
     circuit_failures: int = Field(default=5, ge=1)  # consecutive failures that open a circuit
     circuit_cooldown_secs: float = Field(default=30.0, gt=0)  # open this long, then one probe
     endpoint_concurrency: int = Field(default=8, ge=1, le=256)  # requests in flight per URL
+    # Bytes of answers and prefetched batches in flight for this chain (`chain.budget`).
+    max_bytes_in_flight: int = Field(
+        default=budget.DEFAULT_MAX_BYTES_IN_FLIGHT,
+        ge=budget.MIN_MAX_BYTES_IN_FLIGHT,
+        le=budget.MAX_MAX_BYTES_IN_FLIGHT,
+    )
 
     # The URL schemes of this kind of chain.
     schemes: ClassVar[tuple[str, ...]] = ()

@@ -17,6 +17,17 @@ a flood costs CPU, never memory. The connection owns two tasks, the reader and t
 `server.ping`, and `close()` ends both. Once it fails (EOF, garbage, timeout of a ping) it
 stays failed: every pending and later request raises; the server pool (`electrum_servers`)
 opens a new one.
+
+Memory per connection is bounded by the line limit, whatever the server sends, and for as
+long as it sends it (the "memory budget" of `indexer.chain.budget`, in Electrum's terms):
+the stream buffers at most twice `max_line_bytes` before it stops reading the socket (a
+longer line is refused there: the connection fails, and the buffered bytes are dropped at
+once); one line at a time is parsed, a long one only if its JSON is not denser than answers
+we take (`MIN_BYTES_PER_VALUE`: parsing cannot make it more than about 5 times its size),
+and the reader yields after each one so that the request waiting for it takes its answer
+before the next line is read, so parsed answers do not pile up; a failure is kept without
+the traceback that reached the line. With the default 8 MiB line limit: under 80 MiB per
+server connection, any time (the buffer, the line, its copy and its parsed form).
 """
 
 from __future__ import annotations
@@ -43,6 +54,11 @@ CLIENT_NAME = f"indexer/{__version__}"
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024  # a padded 2016-header reply is ~0.5 MiB
 DEFAULT_MAX_IN_FLIGHT = 32
 DEFAULT_PING_INTERVAL_SECS = 60.0  # ElectrumX drops sessions idle for 600 s by default
+# A long line must not hold more JSON values than one per this many bytes: parsed, each value
+# is a Python object of up to ~72 bytes, so a line of `[{},{},...]` would take 20 times its
+# size. Header answers have one per ~160 bytes (a list of 80-byte hex headers) or fewer.
+DENSE_LINE_BYTES = 64 * 1024
+MIN_BYTES_PER_VALUE = 32
 
 Notify = Callable[[str, list[Any]], None]
 
@@ -247,7 +263,8 @@ class ElectrumConnection:
         """Enter the failed state once: wake every waiter with `exc`, close the socket."""
         if self.failure is not None:
             return
-        self.failure = exc
+        # A fresh one is kept: `exc`'s traceback reaches the frames that held the line.
+        self.failure = _copy(exc)
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -257,27 +274,46 @@ class ElectrumConnection:
 
     async def _read_loop(self) -> None:
         assert self._reader is not None
+        reader = self._reader
         try:
             while True:
-                try:
-                    line = await self._reader.readuntil(b"\n")
-                except asyncio.LimitOverrunError:
-                    raise errors.ResponseCorrupted(
-                        f"{self.where}: a line longer than {self._max_line_bytes:,d} bytes"
-                    ) from None
-                except asyncio.IncompleteReadError:
-                    raise errors.SourceTransient(
-                        f"{self.where}: server closed the connection"
-                    ) from None
-                line = line.strip()  # ElectrumX pads with spaces; blank lines carry nothing
+                line = await self._read_line(reader)
                 if line:
                     self._dispatch(line)
+                    del line
+                    # The request that waited for this answer takes it now, before another
+                    # line is parsed: answers do not pile up in memory (see the docstring).
+                    await asyncio.sleep(0)
         except errors.SourceError as exc:
             self._fail(exc)
         except OSError as exc:  # ssl.SSLError included
             self._fail(errors.SourceTransient(f"{self.where}: connection lost: {exc}"))
 
+    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
+        """The next line, stripped; on a refused or cut line, fail and drop what was read."""
+        failure: errors.SourceError
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            failure = errors.ResponseCorrupted(
+                f"{self.where}: a line longer than {self._max_line_bytes:,d} bytes"
+            )
+        except asyncio.IncompleteReadError:  # its `partial` holds what was read: not kept
+            failure = errors.SourceTransient(f"{self.where}: server closed the connection")
+        else:
+            return line.strip()  # ElectrumX pads with spaces; blank lines carry nothing
+        self._fail(failure)  # closes the socket: nothing more is read
+        await reader.read(2 * self._max_line_bytes + 2**20)  # what was buffered, dropped now
+        raise failure
+
     def _dispatch(self, line: bytes) -> None:
+        if len(line) > DENSE_LINE_BYTES:
+            values = line.count(b",") + line.count(b":") + 1
+            if values * MIN_BYTES_PER_VALUE > len(line):
+                raise errors.ResponseCorrupted(
+                    f"{self.where}: a {len(line):,d}-byte line with a JSON value every "
+                    f"{len(line) / values:.1f} bytes (no answer we take is that dense)"
+                )
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:

@@ -36,6 +36,7 @@ def _evm_client(cfg: EvmChainConfig) -> RpcClient:
         failures_to_open=cfg.circuit_failures,
         cooldown_secs=cfg.circuit_cooldown_secs,
         label=cfg.name,
+        max_bytes_in_flight=cfg.max_bytes_in_flight,
     )
 
 

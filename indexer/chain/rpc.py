@@ -7,6 +7,13 @@ This is the boundary where aiohttp and transport errors become `errors.Source*`:
 - a JSON-RPC error object -> `RpcError` (not retried here: the caller decides).
 Several URLs are alternatives for the same chain: a failed attempt moves to the next one,
 by the policy of the endpoint pool every transport shares (`indexer.chain.endpoints`).
+
+Memory: every answer is read against the chain's `budget.ByteBudget`, charged as its bytes
+arrive; reading stops and the answer is refused (`BatchTooLarge`: the pipeline asks for
+smaller batches) once it would exceed the largest answer the budget allows or what the
+budget has left. A refused or undecodable answer is given back at once (buffer emptied,
+connection closed, the exception's frames cleared); a decoded one stays charged while a
+prefetched batch made from it waits for the writer (`budget.Hold`), or until it is decoded.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ import aiohttp
 import orjson
 
 from indexer import errors
+from indexer.chain import budget
 from indexer.chain.endpoints import Endpoint, EndpointPool, EndpointStats, Policy
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# The largest answer with the default budget (each client's is `budget.max_answer_bytes`).
+MAX_RESPONSE_BYTES = budget.max_answer_bytes(budget.DEFAULT_MAX_BYTES_IN_FLIGHT)
 RECHECK_INTERVAL_SECS = 60.0
 
 
@@ -45,6 +54,7 @@ class RpcClient:
         failures_to_open: int = 5,
         cooldown_secs: float = 30.0,
         label: str = "rpc",
+        max_bytes_in_flight: int = budget.DEFAULT_MAX_BYTES_IN_FLIGHT,
     ) -> None:
         # A circuit only helps when there is another endpoint to turn to; a single endpoint
         # is waited out by the retry and the syncer's backoff instead.
@@ -61,6 +71,8 @@ class RpcClient:
             ),
         )
         self._timeout_secs = timeout_secs
+        # Bytes in flight for this chain: answers being read and batches made from them.
+        self.budget = budget.ByteBudget(max_bytes_in_flight, label=label)
         self.verifier: Callable[[str], Awaitable[None]] | None = None
         self._last_recheck = time.monotonic()
         self._label = label
@@ -214,18 +226,34 @@ class RpcClient:
             ]
         )
         where = endpoint.stats.url
+        charge = self.budget.charge()
         try:
-            async with asyncio.timeout(self._timeout_secs):
-                raw = await self._post(endpoint.url, body, where)
-        except TimeoutError as exc:
-            raise errors.SourceTimeout(
-                f"{where}: no answer within {self._timeout_secs:g}s"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise errors.SourceTransient(f"{where}: {type(exc).__name__}") from exc
-        return await decode(raw, ids, where)
+            try:
+                async with asyncio.timeout(self._timeout_secs):
+                    raw = await self._post(endpoint.url, body, where, charge)
+            except TimeoutError as exc:
+                raise errors.SourceTimeout(
+                    f"{where}: no answer within {self._timeout_secs:g}s"
+                ) from exc
+            except aiohttp.ClientError as exc:
+                raise errors.SourceTransient(f"{where}: {type(exc).__name__}") from exc
+            result = await decode(raw, ids, where)
+        except BaseException as exc:
+            # Given back at once: the answer's bytes and whatever the frames of `exc` (kept
+            # for a retry, a log line or a task result) still reach.
+            raw = b""
+            charge.release()
+            budget.forget_frames(exc)
+            raise
+        del raw
+        hold = budget.current_hold()
+        if hold is None:
+            charge.release()
+        else:
+            hold.keep(charge)  # the prefetched batch stays charged until the writer is done
+        return result
 
-    async def _post(self, url: str, body: bytes, where: str) -> bytes:
+    async def _post(self, url: str, body: bytes, where: str, charge: budget.Charge) -> bytes:
         assert self._session is not None
         async with self._session.post(url, data=body) as resp:
             if resp.status == 429 or resp.status >= 500:
@@ -239,16 +267,65 @@ class RpcClient:
                 raise errors.BatchTooLarge(f"{where}: HTTP 413 (request too large)")
             if resp.status != 200:
                 raise errors.SourceError(f"{where}: HTTP {resp.status}")
-            if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
-                raise errors.BatchTooLarge(f"{where}: response larger than the cap")
-            chunks = []
-            size = 0
-            async for chunk in resp.content.iter_any():  # as received: no re-chunking copy
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise errors.BatchTooLarge(f"{where}: response larger than the cap")
-        return b"".join(chunks)  # one copy (a growing bytearray copies on every resize)
+            return await _read_body(resp, charge, where)
+
+
+async def _read_body(resp: aiohttp.ClientResponse, charge: budget.Charge, where: str) -> bytes:
+    """The whole body of `resp`, charged to `charge` as it arrives (see the module docstring).
+
+    Into one buffer, made to size when the length is announced (else grown: by up to 1/8
+    more than it holds, charged too), then copied into one `bytes`: for that moment both
+    exist, and both are charged. One large buffer rather than many chunks: when it is freed,
+    its memory goes back to the system at once instead of leaving holes in the heap. A
+    refusal empties the buffer and closes the connection before it raises: nothing of the
+    answer stays in memory, in this frame or in aiohttp's (which buffers at most its read
+    size ahead of what we take).
+    """
+    limit = charge.budget.max_answer_bytes
+    length = resp.content_length
+    buffer = bytearray()
+    size = 0
+    try:
+        if length is not None:
+            if not _fits(charge, length, limit):
+                raise _refusal(charge, where, f"announces {length:,d} bytes")
+            buffer = bytearray(length)  # aiohttp stops at the announced length, or fails
+        async for chunk in resp.content.iter_any():
+            end = size + len(chunk)
+            if length is not None:
+                if end > length:
+                    raise _refusal(charge, where, f"goes past the {length:,d} bytes announced")
+                buffer[size:end] = chunk
+            elif _fits(charge, end + end // 8 + 64, limit, size=end):
+                buffer += chunk
+            else:
+                raise _refusal(charge, where, f"reached {end:,d} bytes and goes on")
+            size = end
+        if not charge.resize(charge.bytes + size):  # the copy below, for a moment
+            raise _refusal(charge, where, f"is {size:,d} bytes")
+        raw = bytes(buffer) if size == len(buffer) else bytes(memoryview(buffer)[:size])
+    except BaseException:
+        resp.close()  # nothing more of this answer is read; aiohttp drops what it buffered
+        raise
+    finally:
+        buffer.clear()  # freed now, even while a traceback keeps this frame
+    charge.resize(size)  # smaller: cannot fail
+    return raw
+
+
+def _fits(charge: budget.Charge, room: int, limit: int, *, size: int | None = None) -> bool:
+    """Whether an answer of `size` (default `room`) bytes may take `room` bytes now."""
+    return (room if size is None else size) <= limit and charge.resize(max(room, charge.bytes))
+
+
+def _refusal(charge: budget.Charge, where: str, what: str) -> errors.BatchTooLarge:
+    spent = charge.budget
+    spent.refused += 1
+    return errors.BatchTooLarge(
+        f"{where}: answer refused: it {what}; an answer may take {spent.max_answer_bytes:,d} "
+        f"bytes, and {spent.available_bytes + charge.bytes:,d} of this chain's "
+        f"{spent.capacity_bytes:,d}-byte budget are free"
+    )
 
 
 def results_of(

@@ -6,8 +6,11 @@ it must extend: the stored tip, the stored block below a gap, or, at the start b
 anchor (the genesis parent, or the node's block below `start_block`, fetched here). The
 three outcomes of a batch are the caller's to act on: it extends (returned), its first block
 does not link (`ReorgDetected`), or it is broken inside (`BrokenBatch`: fetched again on
-the next call, never a reason to roll back). A batch the node refuses as too large is asked
-again half as large, here, until one block per batch.
+the next call, never a reason to roll back). A batch the node refuses as too large (or
+whose answer the chain's memory budget refuses, `indexer.chain.budget`) is asked again half
+as large, here, until one block per batch; after `REGROW_AFTER_BATCHES` batches in a row
+that came whole, the size doubles again, up to the configured one, so that a node that was
+hostile or overloaded for a while does not leave the chain crawling for good.
 
 `LinkedBatches` does not write: the caller writes what it gets and calls `reset` when it
 moved the chain itself (a rollback, a failed write). `write_up_to` is the plain loop over
@@ -27,6 +30,8 @@ from indexer.sync.fetcher import Prefetcher
 
 logger = logging.getLogger(__name__)
 
+REGROW_AFTER_BATCHES = 16
+
 
 class LinkedBatches:
     def __init__(
@@ -34,6 +39,8 @@ class LinkedBatches:
     ) -> None:
         self._source = source
         self._start_block = start_block
+        self._batch_size = batch_size  # as configured; the fetcher's may be smaller for a while
+        self._whole = 0  # batches in a row that came whole since the size last changed
         self._fetcher = Prefetcher(source, batch_size=batch_size, depth=depth)
         self._after: BlockRef | None = None  # what the next batch must extend
         self._anchor: BlockRef | None = None  # the block below start_block, once fetched
@@ -65,6 +72,7 @@ class LinkedBatches:
             try:
                 blocks = await self._fetcher.next_batch()
             except errors.BatchTooLarge as exc:
+                self._whole = 0
                 if self._fetcher.batch_size == 1:
                     raise
                 size = self._fetcher.shrink(height)
@@ -78,6 +86,7 @@ class LinkedBatches:
                 )  # fmt: skip
                 continue
             break
+        self._regrow(height)
         after = self._after
         if after is None:
             if self._anchor is None:
@@ -101,6 +110,23 @@ class LinkedBatches:
 
     async def close(self) -> None:
         await self._fetcher.close()
+
+    def _regrow(self, height: int) -> None:
+        """Count a batch that came whole; double a shrunk size after enough of them."""
+        if self._fetcher.batch_size >= self._batch_size:
+            return
+        self._whole += 1
+        if self._whole < REGROW_AFTER_BATCHES:
+            return
+        self._whole = 0
+        size = self._fetcher.grow(self._batch_size)
+        logger.info(
+            "%s: %d batches in a row came whole; fetching %d blocks per batch from now on",
+            self._source.label,
+            REGROW_AFTER_BATCHES,
+            size,
+            extra={"chain": self._source.label, "height": height, "action": "batch_grown"},
+        )
 
 
 async def write_up_to(

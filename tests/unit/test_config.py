@@ -33,6 +33,17 @@ def test_minimal_config_has_documented_defaults() -> None:
     assert cfg.http is None
 
 
+def test_the_memory_budget_reaches_the_chains_client() -> None:
+    from indexer.chain.kinds import kind_of
+    from indexer.chain.rpc import RpcClient
+
+    cfg = build(chains=[{**BASE["chains"][0], "max_bytes_in_flight": 64 * 2**20}]).chains[0]
+    client = kind_of(cfg).make_client(cfg)
+    assert isinstance(client, RpcClient)
+    assert client.budget.capacity_bytes == 64 * 2**20
+    assert client.budget.max_answer_bytes == 16 * 2**20
+
+
 @pytest.mark.parametrize(
     ("data", "key"),
     [
@@ -45,6 +56,8 @@ def test_minimal_config_has_documented_defaults() -> None:
         (with_chain(urls=[]), "chains[0].urls"),
         (with_chain(batch_size=0), "chains[0].batch_size"),
         (with_chain(confirmations=-1), "chains[0].confirmations"),
+        (with_chain(max_bytes_in_flight=1024), "chains[0].max_bytes_in_flight"),
+        (with_chain(max_bytes_in_flight=2**40), "chains[0].max_bytes_in_flight"),
         ({"chains": BASE["chains"]}, "database: required key is missing"),
         ({**BASE, "database": {"url": "mysql://x/y"}}, "database.url"),
         ({**BASE, "http": {"listen": "nope"}}, "http.listen"),

@@ -74,15 +74,17 @@ async def test_batches_come_in_order_and_never_above_limit() -> None:
 
 async def test_lookahead_is_bounded_by_depth() -> None:
     src = FakeSource()
-    src.gate.clear()
     f = Prefetcher(src, batch_size=5, depth=2)
     f.reset(0)
     f.set_limit(1000)
+    # One fetch until a first batch came (it shows what a batch costs), then `depth`.
+    assert [b.number for b in await f.next_batch()] == [0, 1, 2, 3, 4]
+    src.gate.clear()
     waiter = asyncio.create_task(f.next_batch())
     await asyncio.sleep(0.01)
-    assert src.asked == [(0, 5), (5, 5)]
+    assert src.asked == [(0, 5), (5, 5), (10, 5)]
     src.gate.set()
-    assert [b.number for b in await waiter] == [0, 1, 2, 3, 4]
+    assert [b.number for b in await waiter] == [5, 6, 7, 8, 9]
     await f.close()
 
 
