@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -88,7 +89,24 @@ def _run(
         _fail(exc)
     except asyncio.CancelledError:
         return errors.EXIT_FAILURE
+    except Exception as exc:  # a bug: said in one line (type, where, message), never a traceback
+        _fail(internal_error(exc))
     raise AssertionError("unreachable")
+
+
+def internal_error(exc: BaseException) -> errors.IndexerError:
+    """An exception no handler names, as one line: its type, where it was raised, its text."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, errors.IndexerError):
+        return exc
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    error = errors.IndexerError(
+        f"internal error: {type(exc).__name__}{where}: {exc} (a bug; please report it)"
+    )
+    logger.error("%s", error, extra={"action": "internal_error"})
+    return error
 
 
 def _abort(task: asyncio.Task[Any], grace_secs: float) -> None:

@@ -25,6 +25,7 @@ from indexer.store import Store
 from indexer.store.migrate import migrate
 from indexer.store.repairs import RepairStore
 from indexer.store.writer import ChainWriter
+from indexer.sync import retry
 from indexer.sync.gaps import GapRepairer
 from indexer.sync.progress import Progress
 from indexer.sync.syncer import ChainSyncer
@@ -72,48 +73,19 @@ async def run_sync(
     """Run `indexer sync`; return the process exit code.
 
     READY=1 goes out only once the database answered, every endpoint's chain id was checked,
-    every writer lock is held and every resume point was validated.
+    every writer lock is held and every resume point was validated. A database that does not
+    answer (or refuses what start-up needs) is waited for, up to `max_outage_secs`.
     """
     selected = select_chains(cfg, chains)
     progress = progress or Progress()
     notifier = notifier or Notifier({})
-    await migrate(cfg.database)
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(Store(cfg.database))
-        runtime = Runtime(cfg=cfg, store=store)
-        for chain in selected:
-            rpc = make_rpc(chain)
-            await stack.enter_async_context(rpc)
-            source = make_source(chain, rpc)
-            stack.callback(source.close)
-            await source.check_identity()
-            node_chain_id, genesis_hash = kinds.kind_of(chain).identity(chain)
-            chain_id = await store.register_chain(
-                name=chain.name,
-                kind=chain.kind,
-                chain_id=node_chain_id,
-                genesis_hash=genesis_hash,
-                start_block=chain.start_block,
-            )
-            source.bind(tables.copy_prefixes(chain_id))
-            writer = await stack.enter_async_context(
-                ChainWriter(cfg.database, chain=chain_id, name=chain.name)
-            )
-            syncer = ChainSyncer(
-                chain,
-                source=source,
-                writer=writer,
-                store=store,
-                stop=stop,
-                progress=progress,
-                to_height=to_height,
-                max_outage_secs=cfg.database.max_outage_secs,
-            )
-            await syncer.prepare()  # the resume point is consistent, or this raises
-            repairer = GapRepairer(
-                chain, source=source, repairs=RepairStore(store, chain=chain_id, name=chain.name)
-            )
-            runtime.chains.append(ChainRuntime(syncer=syncer, repairer=repairer, rpc=rpc))
+        runtime = await _start_when_database_answers(
+            cfg, selected, stack=stack, stop=stop, progress=progress, notifier=notifier,
+            to_height=to_height,
+        )  # fmt: skip
+        if runtime is None:
+            return errors.EXIT_OK  # stopped while waiting
         if cfg.http is not None:
             server = HttpServer(
                 runtime, listen=cfg.http.listen, ready_max_lag_blocks=cfg.http.ready_max_lag_blocks
@@ -147,6 +119,106 @@ async def run_sync(
             # One chain failed in a way that needs a restart: report that error, not a group.
             raise group_exc.exceptions[0] from None
     return max((t.result() for t in tasks), default=errors.EXIT_OK)
+
+
+async def _start_when_database_answers(
+    cfg: Config,
+    selected: Sequence[ChainConfig],
+    *,
+    stack: contextlib.AsyncExitStack,
+    stop: asyncio.Event,
+    progress: Progress,
+    notifier: Notifier,
+    to_height: int | None,
+) -> Runtime | None:
+    """Build the runtime (`_build`), again and again while the database is out or refuses.
+
+    Each failed attempt unwinds what it opened. Transient failures are tried again with
+    backoff, a refusal only an operator can lift every `DENIED_RECHECK_SECS`; the cause is
+    logged and sent as the systemd STATUS. Longer than `max_outage_secs` raises (exit 1).
+    Returns None when `stop` is set while waiting.
+    """
+    outage = retry.Outage(cfg.database.max_outage_secs, label="start-up")
+    backoff = retry.Backoff()
+    while not stop.is_set():
+        try:
+            async with contextlib.AsyncExitStack() as attempt:
+                runtime = await _build(cfg, selected, stack=attempt, stop=stop,
+                                       progress=progress, to_height=to_height)  # fmt: skip
+                await stack.enter_async_context(attempt.pop_all())
+                if outage.ended() is not None:
+                    logger.info("the database answers; starting", extra={"action": "db_restored"})
+                return runtime
+        except (errors.StoreUnavailable, errors.StoreDenied) as exc:
+            outage.started(str(exc))
+            outage.check()
+            delay, warn = backoff.failed()
+            denied = isinstance(exc, errors.StoreDenied)
+            if denied:
+                delay = retry.DENIED_RECHECK_SECS
+            notifier.notify(f"STATUS=waiting for the database: {exc}")
+            if warn or denied:
+                logger.log(
+                    logging.ERROR if denied else logging.WARNING,
+                    "waiting for the database before starting: %s (trying again in %.1fs; "
+                    "exit after max_outage_secs %g)",
+                    exc,
+                    delay,
+                    outage.max_secs,
+                    extra={"action": "db_wait"},
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+    return None
+
+
+async def _build(
+    cfg: Config,
+    selected: Sequence[ChainConfig],
+    *,
+    stack: contextlib.AsyncExitStack,
+    stop: asyncio.Event,
+    progress: Progress,
+    to_height: int | None,
+) -> Runtime:
+    """Migrate, open the pool, check every node, register each chain, take its writer lock
+    and validate its resume point."""
+    await migrate(cfg.database)
+    store = await stack.enter_async_context(Store(cfg.database))
+    runtime = Runtime(cfg=cfg, store=store)
+    for chain in selected:
+        rpc = make_rpc(chain)
+        await stack.enter_async_context(rpc)
+        source = make_source(chain, rpc)
+        stack.callback(source.close)
+        await source.check_identity()
+        node_chain_id, genesis_hash = kinds.kind_of(chain).identity(chain)
+        chain_id = await store.register_chain(
+            name=chain.name,
+            kind=chain.kind,
+            chain_id=node_chain_id,
+            genesis_hash=genesis_hash,
+            start_block=chain.start_block,
+        )
+        source.bind(tables.copy_prefixes(chain_id))
+        writer = await stack.enter_async_context(
+            ChainWriter(cfg.database, chain=chain_id, name=chain.name)
+        )
+        syncer = ChainSyncer(
+            chain,
+            source=source,
+            writer=writer,
+            stop=stop,
+            progress=progress,
+            to_height=to_height,
+            max_outage_secs=cfg.database.max_outage_secs,
+        )
+        await syncer.prepare()  # the resume point is consistent, or this raises
+        repairer = GapRepairer(
+            chain, source=source, repairs=RepairStore(store, chain=chain_id, name=chain.name)
+        )
+        runtime.chains.append(ChainRuntime(syncer=syncer, repairer=repairer, rpc=rpc))
+    return runtime
 
 
 async def _watchdog(runtime: Runtime, notifier: Notifier, *, stop: asyncio.Event) -> None:
@@ -201,6 +273,7 @@ async def _run_chain(syncer: ChainSyncer, repairer: GapRepairer) -> int:
                 _repair_loop(repairer, stop=syncer.stop, done=done),
                 name=f"repair-{syncer.cfg.name}",
             )
+            group.create_task(syncer.guard_lock(done=done), name=f"lock-{syncer.cfg.name}")
     except* errors.ChainHalted as group_exc:
         first = group_exc.exceptions[0]
         assert isinstance(first, errors.ChainHalted)

@@ -120,14 +120,46 @@ class ReorgTooDeep(ChainHalted):
 
 
 # -- Store
+#
+# `store.translate` is the one place that sorts psycopg errors (by SQLSTATE) into these:
+# `StoreUnavailable` for what waiting cures (an outage, a read-only server, a timeout, a
+# deadlock, a full disk, no free connection), `StoreDenied` for what only an operator cures
+# (a missing privilege), plain `StoreError` for everything else (a bug: never retried).
 
 
 class StoreError(IndexerError):
     """Database operation failed."""
 
+    # Whether a connection that met this must be replaced: its session is gone, or it is
+    # bound to a server that takes no writes now (after a failover, a new connection may
+    # reach the new primary).
+    reconnect = False
+
+    def __init__(
+        self, message: str | None = None, *, sqlstate: str | None = None, **context: object
+    ) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message, sqlstate=sqlstate, **context)
+
 
 class StoreUnavailable(StoreError):
-    """Database unreachable (retried)."""
+    """Database unavailable (retried)."""
+
+
+class DatabaseDisconnected(StoreUnavailable):
+    """Database connection lost or refused (reconnecting)."""
+
+    reconnect = True
+
+
+class DatabaseReadOnly(StoreUnavailable):
+    """Database is read-only: a hot standby, or default_transaction_read_only (retried)."""
+
+    reconnect = True
+
+
+class StoreDenied(StoreError):
+    """The database role lacks a privilege; an operator must grant it."""
 
 
 class CheckpointConflict(StoreError):
@@ -136,6 +168,10 @@ class CheckpointConflict(StoreError):
 
 class WriterLockHeld(StoreError):
     """Another indexer instance holds the writer lock for this chain."""
+
+
+class WriterLockLost(StoreError):
+    """The writer lock was lost and taken again; the checkpoint must be read again."""
 
 
 class MigrationError(StoreError):

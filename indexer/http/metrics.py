@@ -44,6 +44,17 @@ class RuntimeCollector(Collector):
         tip = chain_gauge("indexed_tip", "Highest height stored (the checkpoint)")
         lag = chain_gauge("lag_blocks", "Node head minus indexed tip")
         halted = chain_gauge("halted", "1 when the chain halted and needs an operator")
+        stuck = chain_gauge(
+            "stuck_on_refused_answer",
+            "1 while every endpoint gives an answer our checks refuse (retried with backoff)",
+        )
+        refused = chain_counter("refused_answers", "Answers refused by every endpoint's turn")
+        unexpected = chain_counter(
+            "unexpected_errors", "Exceptions no handler names (bugs), logged and waited out"
+        )
+        rows = CounterMetricFamily(
+            "indexer_rows_written", "Rows written, by table", labels=["chain", "table"]
+        )
         missing = chain_gauge("missing_blocks", "Blocks missing below the tip (last repair pass)")
         failed = chain_gauge("gap_failed_ranges", "Ranges repair could not fill (gap_failures)")
         blocks = chain_counter("blocks_written", "Blocks written")
@@ -94,6 +105,11 @@ class RuntimeCollector(Collector):
             if s.lag is not None:
                 lag.add_metric(label, s.lag)
             halted.add_metric(label, 1 if s.halted else 0)
+            stuck.add_metric(label, 1 if s.refused else 0)
+            refused.add_metric(label, s.refused_answers)
+            unexpected.add_metric(label, s.unexpected_errors)
+            for table, count in s.counters.rows_written.items():
+                rows.add_metric([chain.name, table], count)
             missing.add_metric(label, chain.repairer.missing_blocks)
             failed.add_metric(label, chain.repairer.failed_ranges)
             c = s.counters
@@ -116,9 +132,10 @@ class RuntimeCollector(Collector):
                 rpc_limited.add_metric(ep_label, ep.rate_limited)
                 rpc_secs.add_metric(ep_label, ep.latency_secs_total)
                 circuit.add_metric(ep_label, _CIRCUIT_VALUES.get(ep.circuit, 0))
-        yield from (head, tip, lag, halted, missing, failed, blocks, txs, logs, batches, batch_secs,
-                    last_batch, reorgs, deepest, last_depth, last_reorg, rpc_requests, rpc_errors,
-                    rpc_limited, rpc_secs, circuit, decoded)  # fmt: skip
+        yield from (head, tip, lag, halted, stuck, refused, unexpected, missing, failed, blocks,
+                    txs, logs, rows, batches, batch_secs, last_batch, reorgs, deepest, last_depth,
+                    last_reorg, rpc_requests, rpc_errors, rpc_limited, rpc_secs, circuit,
+                    decoded)  # fmt: skip
 
         pool = rt.store.pool_stats()
         for key, doc in (

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import PyFormat
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from indexer import errors, redact
 from indexer.config import DatabaseConfig
@@ -28,19 +28,82 @@ APPLICATION_NAME = "indexer"
 LOCK_NS_MIGRATE = 0x1D3C_0001
 LOCK_NS_WRITER = 0x1D3C_0002
 LOCK_NS_CHAIN_TX = 0x1D3C_0003
+LOCK_NS_REGISTER = 0x1D3C_0004
+# Requests that may wait for a pooled connection; more fail at once (no unbounded queue).
+POOL_MAX_WAITING = 64
+# A server that vanished without closing the connection (a cut cable, a frozen host) is
+# noticed by the kernel within about half a minute, even mid-statement, instead of ~15 min.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
+
+
+# How each SQLSTATE (else its two-character class) reads to an operator, and what it is:
+# `StoreUnavailable` and its subclasses are waited out, `StoreDenied` needs an operator, and
+# whatever is not listed is a plain `StoreError` (a bug, never retried).
+_READ_ONLY = "the database is read-only (a hot standby, or default_transaction_read_only)"
+_DENIED = "permission denied: the database role lacks a privilege (see config/roles.sql)"
+_SQLSTATES: dict[str, tuple[type[errors.StoreError], str]] = {
+    "25006": (errors.DatabaseReadOnly, _READ_ONLY),
+    "57014": (errors.StoreUnavailable, "statement cancelled (statement_timeout, or an operator)"),
+    "55P03": (errors.StoreUnavailable, "lock not available (lock_timeout)"),
+    "40P01": (errors.StoreUnavailable, "deadlock detected; the transaction is retried"),
+    "40001": (errors.StoreUnavailable, "serialization failure; the transaction is retried"),
+    "53100": (errors.StoreUnavailable, "the database server's disk is full"),
+    "53200": (errors.StoreUnavailable, "the database server is out of memory"),
+    "53300": (errors.StoreUnavailable, "the database server has too many connections"),
+    "57P01": (errors.DatabaseDisconnected, "the database server is shutting down"),
+    "57P02": (errors.DatabaseDisconnected, "the database server crashed"),
+    "57P03": (errors.DatabaseDisconnected, "the database server is starting up or recovering"),
+    "42501": (errors.StoreDenied, _DENIED),
+    "08": (errors.DatabaseDisconnected, "database connection failure"),
+    "40": (errors.StoreUnavailable, "transaction rolled back by the server; retried"),
+    "53": (errors.StoreUnavailable, "the database server is out of resources"),
+    "57": (errors.DatabaseDisconnected, "the database session was ended by the server"),
+    "58": (errors.StoreUnavailable, "database server system error (I/O)"),
+    "28": (errors.StoreDenied, "the database refused the role (invalid authorization)"),
+}
+
+
+def classify(exc: psycopg.Error) -> tuple[type[errors.StoreError], str]:
+    """The `StoreError` class `exc` becomes, and what it means (see `_SQLSTATES`)."""
+    if isinstance(exc, PoolTimeout):
+        return errors.StoreUnavailable, "no database connection available"
+    if isinstance(exc, TooManyRequests):
+        return errors.StoreUnavailable, "no database connection available (too many waiting)"
+    sqlstate = exc.sqlstate
+    if sqlstate:
+        found = _SQLSTATES.get(sqlstate) or _SQLSTATES.get(sqlstate[:2])
+        if found:
+            return found
+    elif isinstance(exc, psycopg.OperationalError):
+        # No SQLSTATE: libpq could not connect, or the connection broke.
+        return errors.DatabaseDisconnected, "database unavailable"
+    return errors.StoreError, ""
 
 
 @contextlib.contextmanager
 def translate(action: str) -> Iterator[None]:
-    """Turn psycopg errors raised inside into `StoreError`s that name `action`."""
+    """Turn psycopg errors raised inside into `StoreError`s that name `action` and the cause.
+
+    The one place that decides, by SQLSTATE, what a database error is (`classify`).
+    """
     try:
         yield
-    except PoolTimeout as exc:
-        raise errors.StoreUnavailable(f"{action}: no database connection available") from exc
-    except psycopg.OperationalError as exc:
-        raise errors.StoreUnavailable(f"{action}: database unavailable: {_brief(exc)}") from exc
     except psycopg.Error as exc:
-        raise errors.StoreError(f"{action}: {_brief(exc)}") from exc
+        kind, meaning = classify(exc)
+        brief = _brief(exc)
+        if isinstance(exc, (PoolTimeout, TooManyRequests)):
+            text = f"{action}: {meaning}"
+        elif exc.sqlstate:
+            text = f"{action}: {meaning or 'error'} (SQLSTATE {exc.sqlstate}: {brief})"
+        else:
+            text = f"{action}: {meaning}: {brief}" if meaning else f"{action}: {brief}"
+        raise kind(text, sqlstate=exc.sqlstate) from exc
 
 
 def _brief(exc: BaseException) -> str:
@@ -70,6 +133,7 @@ async def connect(db: DatabaseConfig, *, purpose: str) -> psycopg.AsyncConnectio
             autocommit=True,
             connect_timeout=max(1, int(db.connect_timeout_secs)),
             application_name=f"{APPLICATION_NAME}:{purpose}",
+            **KEEPALIVES,
         )
     tune_adapters(conn)
     return conn
@@ -89,10 +153,12 @@ class Store:
                 "autocommit": True,
                 "application_name": APPLICATION_NAME,
                 "connect_timeout": max(1, int(db.connect_timeout_secs)),
+                **KEEPALIVES,
             },
             check=AsyncConnectionPool.check_connection,
             configure=_configure,
             timeout=db.connect_timeout_secs,
+            max_waiting=POOL_MAX_WAITING,
             name="indexer",
         )
 
@@ -117,7 +183,14 @@ class Store:
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         with translate(action):
             async with self._pool.connection(timeout=timeout_secs) as conn:
-                yield conn
+                try:
+                    yield conn
+                except psycopg.Error as exc:
+                    if classify(exc)[0].reconnect:
+                        # Its session is gone, or its server takes no writes (a standby after
+                        # a failover): never hand it out again.
+                        await conn.close()
+                    raise
 
     def pool_stats(self) -> dict[str, int]:
         return self._pool.get_stats()
@@ -149,6 +222,8 @@ class Store:
 
         A chain already registered under `name` must be the same chain (kind, chain id,
         genesis); otherwise the database holds another chain's data under this name.
+        Registrations are serialised (a transaction lock), so processes registering different
+        chains at once never pick the same id.
         """
         params = {
             "name": name,
@@ -159,6 +234,9 @@ class Store:
         }
         async with self.connection(f"register chain {name}") as conn:
             async with conn.transaction():
+                await conn.execute(
+                    Q["advisory_xact_lock"], {"namespace": LOCK_NS_REGISTER, "key": 0}
+                )
                 await conn.execute(Q["chain_insert"], params)
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(Q["chain_get"], {"name": name})
@@ -184,10 +262,6 @@ class Store:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(Q["chain_get"], {"name": name})
             return await cur.fetchone()
-
-    async def set_head(self, chain: int, head: int) -> None:
-        async with self.connection("record node head") as conn:
-            await conn.execute(Q["chain_set_head"], {"chain": chain, "head": head})
 
     async def chain_stats(self, name: str) -> dict[str, Any] | None:
         async with self.connection(f"read stats of {name}") as conn:

@@ -9,6 +9,18 @@ SELECT pg_advisory_lock(%(namespace)s, %(key)s);
 -- Take the session advisory lock (namespace, key) if free; true when taken.
 SELECT pg_try_advisory_lock(%(namespace)s, %(key)s);
 
+-- name: advisory_xact_lock --
+-- Block until the transaction advisory lock (namespace, key) is ours (released at commit).
+SELECT pg_advisory_xact_lock(%(namespace)s, %(key)s);
+
+-- name: writer_lock_held --
+-- Whether this session holds the session advisory lock (namespace, key) (the heartbeat).
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 2
+      AND classid::bigint = %(namespace)s AND objid::bigint = %(key)s
+);
+
 -- name: migrations_table_exists --
 -- Whether the bookkeeping table exists (no DDL needed by a runtime role when it does).
 SELECT to_regclass('schema_migrations') IS NOT NULL;
@@ -36,7 +48,7 @@ VALUES (%(version)s, %(name)s, %(checksum)s);
 SELECT id, name, kind, chain_id, genesis_hash, start_block FROM chains WHERE name = %(name)s;
 
 -- name: chain_insert --
--- Register a chain under the next free id; no-op if the name exists.
+-- Register a chain under the next free id (under the registration lock); no-op if the name exists.
 INSERT INTO chains (id, name, kind, chain_id, genesis_hash, start_block)
 SELECT coalesce(max(id), 0) + 1, %(name)s, %(kind)s, %(chain_id)s, %(genesis_hash)s, %(start_block)s
 FROM chains

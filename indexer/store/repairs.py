@@ -5,6 +5,9 @@ run while `indexer sync` holds the writer lock. Every write transaction of a cha
 chain's transaction lock first (`writer.lock_chain_writes`), so a repair batch never
 interleaves with a sync batch or a rollback; and inside that transaction the stored
 neighbours are re-read and locked, so a repaired range links on both sides at commit time.
+Repairers may run at once (the daemon's and `indexer repair-gaps`): heights that another one
+stored meanwhile are left as they are when they hold the same blocks, so a range already
+repaired is simply done.
 """
 
 from __future__ import annotations
@@ -79,13 +82,15 @@ class RepairStore:
 
     async def write(
         self, blocks: Sequence[Block], *, below: BlockRef | None, above: int | None
-    ) -> None:
-        """Write a validated run of blocks into a hole, atomically.
+    ) -> int:
+        """Write a validated run of blocks into a hole, atomically; return how many were new.
 
         `below` is the stored block the run extends (None at the start block); `above` is the
         height of the stored block that must name the run's last block as its parent (None
         when the run does not end the hole). Both are re-checked, and locked, inside the
-        transaction; a mismatch raises `errors.NeighbourMismatch` and writes nothing.
+        transaction; a mismatch raises `errors.NeighbourMismatch` and writes nothing. Heights
+        another repairer stored meanwhile are skipped if they hold these very blocks (else
+        `NeighbourMismatch` too: the two read different chains).
         """
         assert blocks
         first, last = blocks[0], blocks[-1]
@@ -112,8 +117,22 @@ class RepairStore:
                             f"{self.name}: stored block {above:,d} does not link to the node's "
                             f"block {last.number:,d}: the node's chain changed below our tip"
                         )
-                await sinks.write_all(cur, self.chain, blocks)
+                await cur.execute(
+                    Q["stored_hashes_between"],
+                    {"chain": self.chain, "low": first.number, "high": last.number},
+                )
+                stored = {int(n): bytes(h) for n, h in await cur.fetchall()}
+                for block in blocks:
+                    if stored.get(block.number, block.hash) != block.hash:
+                        raise errors.NeighbourMismatch(
+                            f"{self.name}: block {block.number:,d} was stored meanwhile with "
+                            "another hash than the node's"
+                        )
+                new = [b for b in blocks if b.number not in stored]
+                if new:
+                    await sinks.write_all(cur, self.chain, new)
                 await cur.execute(
                     Q["gap_failures_clear"],
                     {"chain": self.chain, "start": first.number, "end": last.number},
                 )
+        return len(new)

@@ -132,14 +132,14 @@ class GapRepairer:
         batches = self.batches
         batches.reset(below)
         batches.set_limit(end)
-        broken = 0
+        broken = written = 0
         try:
             while batches.next_height <= end:
                 position = batches.next_height
                 try:
                     blocks = await batches.next()
                     last = blocks[-1].number
-                    await self.repairs.write(
+                    written += await self.repairs.write(
                         blocks, below=below, above=end + 1 if last == end else None
                     )
                 except errors.BrokenBatch as exc:
@@ -158,6 +158,8 @@ class GapRepairer:
                 below = blocks[-1].ref
         finally:
             batches.reset(None)  # nothing in flight between ranges
+        if written == 0:
+            return RangeReport(start, end, "repaired", "stored meanwhile by another repairer")
         return RangeReport(start, end, "repaired")
 
     async def _failed(self, start: int, end: int, exc: Exception) -> RangeReport:

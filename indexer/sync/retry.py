@@ -11,6 +11,12 @@ from indexer import errors
 
 MAX_BACKOFF_SECS = 30.0
 WARN_INTERVAL_SECS = 60.0
+# A refusal only an operator can lift (a missing privilege) is tried again this often, and
+# logged again at most this often while it lasts; never a tight loop, never an exit.
+DENIED_RECHECK_SECS = 60.0
+DENIED_LOG_SECS = 600.0
+# An answer every endpoint gives and our checks refuse: an error line at most this often.
+REFUSED_LOG_SECS = 60.0
 
 
 class Backoff:
@@ -36,19 +42,29 @@ class Backoff:
 
 
 class Outage:
-    """A database outage: waited out, up to `max_secs`; then a restart may help."""
+    """A database outage: waited out, up to `max_secs`; then a restart may help.
+
+    It lasts from the first failure until the operation that failed succeeds: a database
+    that answers reads but refuses every write (read-only) is still out.
+    """
 
     def __init__(self, max_secs: float, *, label: str) -> None:
         self.max_secs = max_secs
         self._label = label
         self.since: float | None = None  # monotonic
+        self.reason = ""  # the last failure
 
-    def started(self) -> None:
+    def started(self, reason: str = "") -> None:
         if self.since is None:
             self.since = time.monotonic()
+        self.reason = reason or self.reason
 
-    def ended(self) -> None:
-        self.since = None
+    def ended(self) -> float | None:
+        """End it; return how long it lasted (None when there was none)."""
+        if self.since is None:
+            return None
+        lasted, self.since = time.monotonic() - self.since, None
+        return lasted
 
     def check(self) -> None:
         """Raise `StoreError` once the outage has lasted longer than allowed."""
@@ -56,8 +72,9 @@ class Outage:
             return
         down_secs = time.monotonic() - self.since
         if down_secs > self.max_secs:
+            last = f"; last error: {self.reason}" if self.reason else ""
             raise errors.StoreError(
-                f"chain {self._label}: database unavailable for {down_secs:.0f}s "
+                f"{self._label}: database unavailable for {down_secs:.0f}s "
                 f"(max_outage_secs {self.max_secs:g}); exiting so that the service "
-                "manager restarts us"
+                f"manager restarts us{last}"
             )

@@ -66,7 +66,13 @@ class ChainState:
     confirmations: int
     tip: BlockRef | None = None  # the checkpoint, as last read or written
     head: int | None = None  # the node's head, as last seen
-    halted: str | None = None  # why, once the chain halted
+    halted: str | None = None  # why, once the chain halted (an operator must act)
+    writer_lock: str | None = "not taken yet"  # why the writer lock is not ours (None: it is)
+    waiting: str | None = None  # what the chain waits out now (a database outage)
+    # The answer every endpoint gives and our checks refuse, while the chain is stuck on it.
+    refused: str | None = None
+    refused_answers: int = 0  # answers refused by every endpoint, since start
+    unexpected_errors: int = 0  # exceptions no handler names (bugs), waited out
     counters: SyncCounters = field(default_factory=SyncCounters)
     reorgs: ReorgStats = field(default_factory=ReorgStats)
     # Monotonic time of the last write, rollback, or check that found nothing to do.
@@ -83,9 +89,16 @@ class ChainState:
         return self.head - (self.tip.number if self.tip else self.start_block - 1)
 
     def stalled(self, *, timeout_secs: float, now: float | None = None) -> bool:
-        """Behind the node yet no progress for `timeout_secs` (not halted, not idle)."""
-        if self.halted is not None or self.head is None:
+        """Behind the node yet no progress for `timeout_secs` (not halted, not idle).
+
+        Without the writer lock, progress is not ours to make: a chain in that state is not
+        stalled (a restart would not help; another instance may be syncing it). Nor is one
+        stuck on an answer every endpoint gives and we refuse (`refused`).
+        """
+        if self.halted is not None or self.writer_lock is not None or self.head is None:
             return False
+        if self.refused is not None:
+            return False  # stuck on a node's answer: a restart would not help
         now = time.monotonic() if now is None else now
         behind = self.head - self.confirmations > (self.tip.number if self.tip else -1)
         return behind and now - self.last_progress > timeout_secs
@@ -94,6 +107,12 @@ class ChainState:
         """Why this chain is not ready (None when it is)."""
         if self.halted:
             return f"halted: {self.halted}"
+        if self.writer_lock:
+            return f"writer lock not held: {self.writer_lock}"
+        if self.waiting:
+            return f"waiting: {self.waiting}"
+        if self.refused:
+            return self.refused
         if self.head is None:
             return "node head not known yet"
         allowed = max_lag_blocks + self.confirmations

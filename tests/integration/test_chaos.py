@@ -6,11 +6,15 @@ import asyncio
 import logging
 import random
 import signal
+import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import psycopg
 
 from indexer.devnet.traffic import fill_blocks
@@ -28,6 +32,12 @@ from tests.support.oracle import assert_equals_node, check_invariants
 from tests.support.tcpproxy import TcpProxy
 
 KILLS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_sigkill_at_random_moments_with_reorgs(db_url: str, anvil: Any, tmp_path: Path) -> None:
@@ -68,16 +78,19 @@ def test_database_cut_mid_sync_resumes_by_itself(db_url: str, anvil: Any, tmp_pa
     fill_blocks(anvil, 60, txs_per_block=(1, 3), seed=42)
     anvil.mine(600)
     parts = urlsplit(db_url)
+    port = free_port()
     with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
         via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
         path = write_config(tmp_path / "c.toml", via_proxy, anvil.url, batch_size=3,
                             prefetch_batches=1)  # fmt: skip
+        path.write_text(path.read_text() + f'[http]\nlisten = "127.0.0.1:{port}"\n')
         proc = spawn_cli("--config", str(path), "sync")
         try:
             wait_for(lambda: (checkpoint(db_url) or 0) >= 150, what="backfill under way")
             for _ in range(2):
                 proxy.cut()  # like a Postgres restart: every session gone, connects refused
-                time.sleep(1.5)
+                # The sync itself (not only the readiness probe) knows the database is away.
+                wait_for(lambda: "database" in _chain_reason(port), what="the outage seen")
                 before = checkpoint(db_url)
                 check_invariants(db_url, "dev")
                 proxy.start()
@@ -93,6 +106,17 @@ def test_database_cut_mid_sync_resumes_by_itself(db_url: str, anvil: Any, tmp_pa
         assert proc.returncode == 0
     check_invariants(db_url, "dev")
     assert_equals_node(db_url, "dev", anvil.url)
+
+
+def _chain_reason(port: int) -> str:
+    """Why /health/ready says chain dev is not ready ("" when it is, or no answer yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=10):
+            return ""
+    except urllib.error.HTTPError as exc:
+        return str(orjson.loads(exc.read())["chains"]["dev"]["reason"] or "")
+    except urllib.error.URLError:
+        return ""
 
 
 async def test_no_transaction_stays_open_across_a_node_request(

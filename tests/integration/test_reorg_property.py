@@ -61,9 +61,8 @@ async def run_steps(db_url: str, plan: list[list[tuple[str, int, int]]], batch_s
         async with ChainWriter(db, chain=chain_id, name="fake") as writer:
 
             async def sync() -> None:
-                syncer = ChainSyncer(cfg, source=node, writer=writer, store=store,
-                                     stop=asyncio.Event(), progress=Progress(tty=False),
-                                     to_height=node.tip)  # fmt: skip
+                syncer = ChainSyncer(cfg, source=node, writer=writer, stop=asyncio.Event(),
+                                     progress=Progress(tty=False), to_height=node.tip)  # fmt: skip
                 await asyncio.wait_for(syncer.run(), 30)
 
             await sync()

@@ -374,6 +374,50 @@ def _swap_status(fault: Fault, ex: _Exchange) -> bool:
     return True
 
 
+def _duplicate_tx(fault: Fault, ex: _Exchange) -> bool:
+    """The block lists its first transaction once more, at the end (a well-formed lie)."""
+    block = _pick(_blocks_with_txs(ex), fault.params["index"])
+    if block is None:
+        return False
+    txs = block["transactions"]
+    txs.append({**txs[0], "transactionIndex": hex(len(txs))})
+    return True
+
+
+def _drop_last_log(fault: Fault, ex: _Exchange) -> bool:
+    """eth_getLogs leaves out the last log of the range (what is left still links)."""
+    items = [i for i in ex.items(fault.method) if isinstance(i.get("result"), list) and i["result"]]
+    for item in items:
+        item["result"].pop()
+    return bool(items)
+
+
+def _set_field(fault: Fault, ex: _Exchange) -> bool:
+    """Set one field to `value`: "head" (the eth_blockNumber answer), or "block.<key>",
+    "tx.<key>", "receipt.<key>" of the `index`-th such item of the answer."""
+    target, _, key = fault.params["field"].partition(".")
+    value = fault.params["value"]
+    if target == "head":
+        items = [i for i in ex.items("eth_blockNumber") if isinstance(i.get("result"), str)]
+        for item in items:
+            item["result"] = value
+        return bool(items)
+    found: list[dict[str, Any]]
+    if target == "block":
+        found = ex.results(_BLOCK, dict)
+    elif target == "tx":
+        found = [b["transactions"][0] for b in _blocks_with_txs(ex)]
+    elif target == "receipt":
+        found = _receipts(ex)
+    else:
+        raise AssertionError(f"set_field: unknown target {target!r}")
+    picked = _pick(found, fault.params["index"])
+    if picked is None:
+        return False
+    picked[key] = value
+    return True
+
+
 # -- The table
 
 
@@ -423,6 +467,11 @@ KINDS: Mapping[str, Kind] = {
     ),
     "drop_receipt_log": Kind({"index": 0}, after=_on_items(_drop_receipt_log), method=_RECEIPTS),
     "swap_status": Kind({"index": 0}, after=_on_items(_swap_status), method=_RECEIPTS),
+    "duplicate_tx": Kind({"index": 0}, after=_on_items(_duplicate_tx), method=_BLOCK),
+    "drop_last_log": Kind({}, after=_on_items(_drop_last_log), method=_LOGS),
+    "set_field": Kind(
+        {"field": "block.size", "value": "0xffffffffff", "index": 0}, after=_on_items(_set_field)
+    ),
 }
 FAULT_KINDS: frozenset[str] = frozenset(KINDS)
 
