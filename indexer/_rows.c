@@ -625,11 +625,129 @@ static PyTypeObject FieldTableType = {
     .tp_new = table_new,
 };
 
+/* -- plain_json: what the fast path may skip unread ---------------------------------------
+ *
+ * msgspec skips the fields a struct does not name without looking at every byte: it does
+ * not check UTF-8 inside their strings, nor whether their numbers fit a double, which the
+ * checked path's parser (orjson) refuses. A body goes to the fast path only if it is valid
+ * UTF-8 throughout and its numbers are short and plain (at most 20 characters, no exponent:
+ * always finite); anything else is left to the checked path. Strings are skipped 8 bytes at
+ * a time while they hold no quote, backslash or non-ASCII byte. */
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_ZERO(v) (((v) - ONES) & ~(v) & HIGHS)
+
+/* The length of the UTF-8 sequence at p (RFC 3629: no overlong forms, no surrogates, at
+ * most U+10FFFF), or 0 if it is not one. */
+static Py_ssize_t utf8_sequence(const unsigned char *p, Py_ssize_t left) {
+    unsigned char c = p[0], lo = 0x80, hi = 0xBF;
+    Py_ssize_t len;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (left < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (Py_ssize_t k = 2; k < len; k++)
+        if (p[k] < 0x80 || p[k] > 0xBF)
+            return 0;
+    return len;
+}
+
+static int is_plain_json(const unsigned char *p, Py_ssize_t n) {
+    const uint64_t quotes = ONES * '"', backslashes = ONES * '\\';
+    Py_ssize_t i = 0;
+    int in_string = 0;
+    while (i < n) {
+        if (in_string) {
+            while (i + 8 <= n) {
+                uint64_t w;
+                memcpy(&w, p + i, 8);
+                if ((w & HIGHS) || HAS_ZERO(w ^ quotes) || HAS_ZERO(w ^ backslashes))
+                    break;
+                i += 8;
+            }
+            if (i >= n)
+                break;
+            unsigned char c = p[i];
+            if (c == '"') {
+                in_string = 0;
+                i++;
+            } else if (c == '\\') {
+                i += 2; /* an escape: msgspec checks what follows */
+            } else if (c < 0x80) {
+                i++;
+            } else {
+                Py_ssize_t len = utf8_sequence(p + i, n - i);
+                if (len == 0)
+                    return 0;
+                i += len;
+            }
+            continue;
+        }
+        unsigned char c = p[i];
+        if (c == '"') {
+            in_string = 1;
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            Py_ssize_t end = i;
+            while (end < n && ((p[end] >= '0' && p[end] <= '9') || p[end] == '-' ||
+                               p[end] == '+' || p[end] == '.' || p[end] == 'e' || p[end] == 'E')) {
+                if (p[end] == 'e' || p[end] == 'E')
+                    return 0;
+                end++;
+            }
+            if (end - i > 20)
+                return 0;
+            i = end;
+        } else if (c >= 0x80) {
+            return 0;
+        } else {
+            i++;
+        }
+    }
+    return 1;
+}
+
+static PyObject *plain_json(PyObject *module, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int plain;
+    Py_BEGIN_ALLOW_THREADS
+    plain = is_plain_json((const unsigned char *)view.buf, view.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(plain);
+}
+
+static PyMethodDef module_methods[] = {
+    {"plain_json", plain_json, METH_O,
+     "plain_json(body) -> bool: valid UTF-8 throughout, numbers short and without exponents"
+     " (what the fast path may skip unread; see the source)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "indexer._rows",
     .m_doc = "Binary COPY rows from JSON-RPC hex strings, driven by field tables.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC PyInit__rows(void) {

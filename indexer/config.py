@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from indexer import errors, redact
 from indexer.chain import budget
+from indexer.models import MAX_HEIGHT
 
 DEFAULT_CONFIG_PATH = Path("config/indexer.toml")
 ENV_CONFIG = "INDEXER_CONFIG"
@@ -87,9 +88,6 @@ class HttpConfig(_Model):
 class ServiceConfig(_Model):
     shutdown_grace_secs: float = Field(default=60.0, gt=0)  # then the batch in flight is aborted
     stall_timeout_secs: float = Field(default=300.0, gt=0)  # behind yet no progress: no WATCHDOG
-
-
-MAX_HEIGHT = (1 << 62) - 1  # far above any chain, and safe for bigint arithmetic
 
 
 class ChainConfig(_Model):

@@ -60,5 +60,9 @@ class Block:
         return 0 if rows is None else rows.count
 
 
+# The highest block height anything takes (config, a node's head): far above any chain, and
+# safe for bigint arithmetic. A node that says more is corrupt.
+MAX_HEIGHT = (1 << 62) - 1
+
 # What a genesis block's parent hash is, as a ref one below height 0.
 GENESIS_PARENT = BlockRef(-1, b"\x00" * 32)

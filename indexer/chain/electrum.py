@@ -46,6 +46,7 @@ from indexer import errors, redact
 from indexer.chain import btc_headers, header_block
 from indexer.chain import electrum_connection as ec
 from indexer.chain.electrum_servers import ElectrumServers
+from indexer.chain.fields import check_height
 from indexer.config import ElectrumChainConfig
 from indexer.models import Block
 
@@ -248,7 +249,7 @@ class ElectrumSource:
 
     def _parse_tip(self, reply: Any, where: str) -> int:
         obj = require_dict(reply, where)
-        height = require_count(obj, "height", where)
+        height = check_height(require_count(obj, "height", where), "height", where)
         raw = require_hex(obj.get("hex"), where, size=btc_headers.HEADER_SIZE)
         btc_headers.check_proof_of_work(self.network, btc_headers.parse_header(raw, height=height))
         return height

@@ -31,6 +31,7 @@ from indexer.chain import evm_checked, evm_verify
 from indexer.chain.decode_pool import Decoder
 from indexer.chain.evm_checked import require_bytes, require_dict, require_int
 from indexer.chain.evm_rows import _ENVELOPE, LogSource, decode_full_batch, decode_hashes_batch
+from indexer.chain.fields import check_height
 from indexer.chain.rpc import RpcClient, results_of
 from indexer.config import EvmChainConfig
 from indexer.models import Block
@@ -128,7 +129,8 @@ class EvmSource:
     async def head(self) -> int:
         where = f"{self.label} eth_blockNumber"
         return await self.rpc.batch_parsed(
-            [("eth_blockNumber", [])], lambda r: require_int({"result": r[0]}, "result", where)
+            [("eth_blockNumber", [])],
+            lambda r: check_height(require_int({"result": r[0]}, "result", where), "result", where),
         )
 
     async def hashes(

@@ -10,8 +10,8 @@ spellings), and maps it to the same rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 from indexer import errors, tables
@@ -59,14 +59,23 @@ _BLOCK_HASH = tables.BLOCKS.index("hash")
 _PARENT_HASH = tables.BLOCKS.index("parent_hash")
 
 
+TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}\Z")  # a transaction hash as a hashes-only block lists it
+
+
 def _check_tx_hashes(raw_txs: list[Any], where: str) -> None:
     """Blocks-only mode: the node sent transaction hashes; check them without decoding."""
-    try:
-        ok = set(map(len, raw_txs)) <= {66} and all(map(str.startswith, raw_txs, repeat("0x")))
-    except TypeError:  # not strings
-        ok = False
-    if not ok:
+    if not all(type(t) is str and TX_HASH.match(t) for t in raw_txs):
         raise errors.ResponseCorrupted(f"{where}: transactions are not all 32-byte hashes")
+    _check_unique([bytes.fromhex(t[2:]) for t in raw_txs], where)
+
+
+def _check_unique(tx_hashes: list[bytes], where: str) -> None:
+    """No transaction twice in one block (whatever `verify` says: no chain allows it)."""
+    seen: set[bytes] = set()
+    for tx_hash in tx_hashes:
+        if tx_hash in seen:
+            raise errors.ResponseCorrupted(f"{where}: transaction 0x{tx_hash.hex()} appears twice")
+        seen.add(tx_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ def map_block(raw: Any, *, number: int, where: str, full: bool, rules: str | Non
         )
         children[_TX.table.name] = Rows.of(txs)
         tx_hashes = [t[_TX_HASH] for t in txs]
+        _check_unique(tx_hashes, where)
         raw_withdrawals = obj.get("withdrawals")
         if raw_withdrawals is not None:
             if not isinstance(raw_withdrawals, list):

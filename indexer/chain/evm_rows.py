@@ -29,13 +29,13 @@ differential test holds the two paths to that.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import repeat
 from typing import Any, Literal, NamedTuple
 
 import msgspec
 
-from indexer import errors, tables
+from indexer import _rows, errors, tables
 from indexer.chain import evm_fields
+from indexer.chain.evm_checked import TX_HASH
 from indexer.chain.evm_verify import Verifier, system_tx_hash
 from indexer.models import Block, Rows
 
@@ -125,7 +125,8 @@ def decode_hashes_batch(
             raw = _HASHES_BLOCK.decode(item.result)
             hashes = raw.transactions
             if hashes and (
-                set(map(len, hashes)) != {66} or not all(map(str.startswith, hashes, repeat("0x")))
+                not all(map(TX_HASH.match, hashes))
+                or len(set(map(str.lower, hashes))) != len(hashes)
             ):
                 return None
             (verifier or _NO_CHECKS).check_header(raw)
@@ -137,6 +138,8 @@ def decode_hashes_batch(
 
 def _answers(body: bytes, ids: Sequence[int], expected: int) -> list[_Item]:
     """The batch's items in request order; each a result (no error, no gap)."""
+    if not _rows.plain_json(body):  # what msgspec would skip unchecked (see _rows.c)
+        raise _Refused
     items = _ENVELOPE.decode(body)
     if len(items) != len(ids) or len(ids) != expected:
         raise _Refused
@@ -213,7 +216,10 @@ def _decode(
     in_body = {"none": 0, "getLogs": 1, "receipts": count if receipts is None else 0}[logs]
     answers = _answers(body, ids, count + in_body)
     if logs == "receipts":
-        receipts = receipts if receipts is not None else [a.result for a in answers[count:]]
+        if receipts is None:
+            receipts = [a.result for a in answers[count:]]
+        elif not all(map(_rows.plain_json, receipts)):
+            raise _Refused
         if len(receipts) != count:
             raise _Refused
     tx_table = evm_fields.TRANSACTIONS
@@ -245,7 +251,10 @@ def _decode(
         rows[tx_table.table.name] = Rows(len(txs), encoded=encoded)
         bloom = raw.logsBloom
         system = system_tx_hash(verifier.rules, raw.number, raw.hash)
-        spelling = _Spelled(raw.hash, raw.number, [tx.hash for tx in txs],
+        tx_hashes = [tx.hash for tx in txs]
+        if len(set(map(str.lower, tx_hashes))) != len(tx_hashes):
+            raise _Refused  # a transaction twice: the checked path names it
+        spelling = _Spelled(raw.hash, raw.number, tx_hashes,
                             bloom is not None and bloom != _ZERO_BLOOM, bloom, system)  # fmt: skip
         if logs == "receipts":
             assert receipts is not None

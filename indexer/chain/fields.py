@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from indexer import _rows, errors, tables
+from indexer.models import MAX_HEIGHT
 
 # Op kinds, as indexer/_rows.c numbers them.
 _CHECK_BLOCK_HASH, _CHECK_BLOCK_NUMBER, _CHECK_POSITION, _CHECK_FALSE = 1, 2, 3, 4
@@ -53,6 +54,11 @@ class Rule:
     key: str | None = None  # the item's field (JSON name); None for context values
     default_zero: bool = False  # a missing quantity reads as 0
     max_items: int = 0  # lists: at most this many
+
+    @property
+    def reads_number(self) -> bool:
+        """Whether the column is filled from a hex quantity of the item."""
+        return self.kind in (_QUANTITY, _TIMESTAMP)
 
 
 def block_number() -> Rule:
@@ -168,6 +174,16 @@ def read_quantity(value: Any, key: str, where: str) -> int:
     return int(value, 16)
 
 
+def check_height(height: int, key: str, where: str) -> int:
+    """`height` if a chain could reach it (a head, a tip); else the answer is corrupt."""
+    if height > MAX_HEIGHT:
+        raise errors.ResponseCorrupted(
+            f"{where}: field {key!r} says height {height:,d}, beyond any chain's "
+            f"(at most {MAX_HEIGHT:,d})"
+        )
+    return height
+
+
 _KEY = re.compile(r"[A-Za-z]{1,64}\Z")
 _HEX_STRING = re.compile(r"0x[0-9a-fA-F]*\Z")
 
@@ -219,6 +235,11 @@ class FieldTable:
         self._checks = tuple(checks)
         self.struct = self._struct()
         self.c_table = _rows.FieldTable(self._ops())
+
+    @property
+    def rules(self) -> list[tuple[tables.Column, Rule]]:
+        """Every data column in table order with its rule (a column no rule fills: null)."""
+        return list(self._rules)
 
     # -- Fast path
 

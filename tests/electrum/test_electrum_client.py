@@ -109,6 +109,18 @@ async def test_head_follows_notifications_and_polls_when_they_stall() -> None:
             assert len(fake.calls("blockchain.headers.subscribe")) == 2
 
 
+async def test_a_tip_beyond_any_chain_is_refused() -> None:
+    async with FakeElectrum(REGTEST_CHAIN, faults=Faults(tip=100)) as fake:
+        async with source_for(fake) as source:
+            assert await source.head() == 100
+            tip = {"height": 2**63, "hex": REGTEST_CHAIN[100].hex()}
+            await fake.notify("blockchain.headers.subscribe", [tip])
+            await asyncio.sleep(0.2)
+            assert await source.head() == 100
+            with pytest.raises(errors.ResponseCorrupted, match="beyond any chain"):
+                source._parse_tip(tip, "test")
+
+
 # -- Invalid answers: rejected, and the next server takes over
 
 

@@ -22,6 +22,7 @@ LIES = [
     ("change_tx_value", {}, "full"),
     ("drop_receipt_log", {}, "full"),
     ("swap_status", {}, "full"),
+    ("duplicate_tx", {}, "links"),  # self-consistency: no transaction twice in a block
 ]
 
 
@@ -38,6 +39,18 @@ async def test_a_lie_is_refused_and_the_honest_endpoint_answers(
     assert fault.applied >= 1, fault
     check_invariants(db_url, "dev")
     assert_equals_node(db_url, "dev", anvil.url, receipts=True)
+
+
+async def test_a_dropped_log_is_refused_by_the_bloom_with_get_logs(db_url: str, anvil: Any) -> None:
+    fill_blocks(anvil, 12, txs_per_block=(1, 3), seed=42)
+    head = anvil.block_number()
+    with FaultProxy(anvil.url) as liar:
+        fault = liar.add_fault("drop_last_log", method="eth_getLogs", times=1_000_000)
+        cfg = make_config(db_url, [liar.url, anvil.url], store="logs", batch_size=4)
+        assert await sync_to(cfg, head) == errors.EXIT_OK
+    assert fault.applied >= 1, fault
+    check_invariants(db_url, "dev")
+    assert_equals_node(db_url, "dev", anvil.url)
 
 
 def test_the_default_level_follows_the_chain_rules() -> None:

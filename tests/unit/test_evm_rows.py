@@ -368,6 +368,67 @@ def test_fast_path_never_accepts_what_the_checked_path_refuses(
     assert rows_of(got) == rows_of(want)
 
 
+# -- The same at the byte level: what the fast path skips unread (hostile world, item 11)
+
+_SKIPPED = b"SKIPPED_FIELD_VALUE"
+
+
+@st.composite
+def skipped_bytes(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    """A good batch with one field no rule reads (in a block, a transaction or a log), its
+    value raw bytes: a string of arbitrary bytes, or arbitrary number-like text."""
+    results = good(10, 2)
+    where = draw(st.sampled_from(["block", "tx", "log", "envelope"]))
+    target = {
+        "block": results[0], "tx": results[1]["transactions"][0], "log": results[-1][0],
+        "envelope": None,
+    }[where]  # fmt: skip
+    if target is not None:
+        target["unreadField"] = _SKIPPED.decode()
+    body = body_of(results)
+    if target is None:  # an extra member of the JSON-RPC envelope
+        body = body.replace(b'"jsonrpc":"2.0"', b'"x":"' + _SKIPPED + b'","jsonrpc":"2.0"', 1)
+    raw = draw(
+        st.one_of(
+            st.binary(max_size=12).filter(lambda b: b'"' not in b and b"\\" not in b),
+            st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        )
+    )
+    number = draw(
+        st.from_regex(rb"-?[0-9]{1,400}(\.[0-9]{1,5})?([eE][+-]?[0-9]{1,4})?", fullmatch=True)
+    )
+    if draw(st.booleans()):
+        body = body.replace(b'"' + _SKIPPED + b'"', number, 1)
+    else:
+        body = body.replace(_SKIPPED, raw, 1)
+    return body, 10, 2
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(skipped_bytes())
+def test_fast_path_never_accepts_bytes_the_checked_path_refuses(
+    case: tuple[bytes, int, int],
+) -> None:
+    body, start, count = case
+    got = fast(body, start, count)
+    want = asyncio.run(checked(body, start, count))
+    if got is None:
+        return
+    assert not isinstance(want, Exception), f"fast path accepted what was refused: {want}"
+    assert rows_of(got) == rows_of(want)
+
+
+def test_fast_path_refuses_invalid_utf8_in_a_field_it_skips() -> None:
+    results = good(10, 1)
+    results[0]["unreadField"] = _SKIPPED.decode()
+    body = body_of(results)
+    for bad in (b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf"):
+        damaged = body.replace(_SKIPPED, bad)
+        assert fast(damaged, 10, 1) is None, bad
+        assert isinstance(asyncio.run(checked(damaged, 10, 1)), errors.ResponseCorrupted)
+    assert fast(body.replace(_SKIPPED, "é😀".encode()), 10, 1) is not None
+
+
 # -- store = "blocks": headers with transaction hashes
 
 BLOCKS_CFG = EvmChainConfig(

@@ -178,6 +178,12 @@ CORRUPTIONS = {
     "logs but empty bloom": lambda r: r[0].__setitem__("logsBloom", ZERO_BLOOM),
     "logs not a list": lambda r: r.__setitem__(-1, {"oops": 1}),
     "removed log": lambda r: r[-1][0].__setitem__("removed", True),
+    "transaction twice": lambda r: r[0]["transactions"][1].__setitem__(
+        "hash", r[0]["transactions"][0]["hash"]
+    ),
+    "transaction twice, in capitals": lambda r: r[0]["transactions"][1].__setitem__(
+        "hash", "0x" + r[0]["transactions"][0]["hash"][2:].upper()
+    ),
 }
 
 
