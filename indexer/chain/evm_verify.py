@@ -185,9 +185,10 @@ class Verifier:
                 receipts = receipts[:-1]
         envelopes = []
         block_bloom = 0
+        seen: dict[str, int] = {}  # each address or topic hashed once per block
         for receipt in receipts:
             envelopes.append(evm_layouts.receipt_of(receipt).encode(receipt))
-            bloom = _proof.logs_bloom(_get(receipt, "logs") or [])
+            bloom = _proof.logs_bloom(_get(receipt, "logs") or [], seen)
             _expect(where, "receipt logsBloom", _get(receipt, "logsBloom"), bloom)
             block_bloom |= int.from_bytes(bloom, "big")  # the block's is the receipts' union
         root = _proof.ordered_trie_root(envelopes)
@@ -196,7 +197,7 @@ class Verifier:
 
 
 def _bloom_of(logs: Sequence[Any]) -> bytes:
-    return _proof.logs_bloom(logs)
+    return _proof.logs_bloom(logs, {})  # each address or topic hashed once
 
 
 def _expect(where: str, what: str, sent: Any, computed: bytes) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from indexer import _proof
-from indexer.chain import mpt
+from indexer.chain import evm_encoding, mpt
 
 items: st.SearchStrategy[Any] = st.recursive(
     st.binary(max_size=80) | st.integers(min_value=0, max_value=2**300),
@@ -55,6 +55,41 @@ def test_bloom_equals_the_reference(entries: list[bytes]) -> None:
             bit = ((digest[pair] << 8) | digest[pair + 1]) & 2047
             bloom[255 - bit // 8] |= 1 << (bit % 8)
     assert _proof.bloom(entries) == bytes(bloom)
+
+
+_VALUES = st.sampled_from(["0x" + f"{i:02x}" * 32 for i in range(6)])  # few: repeats, as in blocks
+logs_strategy = st.lists(
+    st.fixed_dictionaries(
+        {
+            "address": st.sampled_from(["0x" + f"{i:02x}" * 20 for i in range(4)]),
+            "topics": st.lists(_VALUES, max_size=4),
+        }
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(logs_strategy, max_size=5))
+def test_logs_bloom_equals_the_reference_with_and_without_a_cache(
+    receipts: list[list[dict[str, Any]]],
+) -> None:
+    cache: dict[str, int] = {}
+    for logs in receipts:  # one block's receipts share the cache
+        want = evm_encoding.logs_bloom(logs)
+        assert _proof.logs_bloom(logs) == want
+        assert _proof.logs_bloom(logs, cache) == want
+
+
+def test_a_cached_entry_is_still_checked_for_its_length() -> None:
+    topic = "0x" + "ab" * 32
+    cache: dict[str, int] = {}
+    _proof.logs_bloom([{"address": "0x" + "11" * 20, "topics": [topic]}], cache)
+    assert topic in cache
+    with pytest.raises(ValueError, match="address"):
+        _proof.logs_bloom([{"address": topic, "topics": []}], cache)
+    with pytest.raises(TypeError, match="cache"):
+        _proof.logs_bloom([], [])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("item", [True, -1, "text", 1.5, None, [[-5]]])
