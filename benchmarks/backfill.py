@@ -579,7 +579,7 @@ async def _copy_limit(db_url: str, batches: list[list[Block]]) -> dict[str, floa
         cpu = time.process_time()
         for blocks in batches:
             async with conn.transaction():
-                await sinks.write_all(conn.cursor(), 1, blocks)
+                await sinks.PLAIN.write_all(conn.cursor(), 1, blocks)
         return {"secs": time.perf_counter() - started, "client_cpu": time.process_time() - cpu}
     finally:
         await conn.close()

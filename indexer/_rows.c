@@ -735,7 +735,159 @@ static PyObject *plain_json(PyObject *module, PyObject *arg) {
     return PyBool_FromLong(plain);
 }
 
+/* -- log_rows: the logs of binary COPY rows, back as values ------------------------------
+ *
+ * Event tables are decoded from a block's logs, which the fast path holds as binary COPY
+ * rows of `logs` (indexer/tables.py: chain int2, block_number int8, log_index int4,
+ * tx_index int4, tx_hash bytea, address bytea, topics bytea[], data bytea). This reads them
+ * back, keeping only the logs whose first topic is in `topic0s` (a set of bytes; None:
+ * every log): tuples (block_number, log_index, tx_index, tx_hash, address, topics, data),
+ * topics a tuple of bytes. Rows that are not such rows raise ValueError. */
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t left;
+} Reader;
+
+static int rd_bytes(Reader *r, Py_ssize_t n, const unsigned char **out) {
+    if (n < 0 || r->left < n)
+        return -1;
+    *out = r->p;
+    r->p += n;
+    r->left -= n;
+    return 0;
+}
+
+static int rd_i32(Reader *r, int32_t *out) {
+    const unsigned char *b;
+    if (rd_bytes(r, 4, &b) < 0)
+        return -1;
+    *out = (int32_t)(((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8)
+                     | b[3]);
+    return 0;
+}
+
+static int rd_int_field(Reader *r, int size, int64_t *out) {
+    int32_t len;
+    const unsigned char *b;
+    if (rd_i32(r, &len) < 0 || len != size || rd_bytes(r, size, &b) < 0)
+        return -1;
+    uint64_t v = 0;
+    for (int i = 0; i < size; i++)
+        v = (v << 8) | b[i];
+    if (size < 8 && (v >> (8 * size - 1)) & 1) /* sign-extend */
+        v |= ~(uint64_t)0 << (8 * size);
+    *out = (int64_t)v;
+    return 0;
+}
+
+static int rd_bytea_field(Reader *r, const unsigned char **out, Py_ssize_t *len) {
+    int32_t n;
+    if (rd_i32(r, &n) < 0 || n < 0 || rd_bytes(r, n, out) < 0)
+        return -1;
+    *len = n;
+    return 0;
+}
+
+static PyObject *log_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer view;
+    PyObject *topic0s;
+    if (!PyArg_ParseTuple(args, "y*O:log_rows", &view, &topic0s))
+        return NULL;
+    if (topic0s != Py_None && !PyAnySet_Check(topic0s)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "log_rows: topic0s must be a set or None");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Reader r = {(const unsigned char *)view.buf, view.len};
+    while (r.left > 0) {
+        const unsigned char *b, *tx_hash, *address, *data;
+        Py_ssize_t tx_hash_len, address_len, data_len;
+        int64_t chain, number, log_index, tx_index;
+        int32_t arr_len, ndim, has_null, oid, count = 0, lower;
+        if (rd_bytes(&r, 2, &b) < 0 || b[0] != 0 || b[1] != 8)
+            goto bad;
+        if (rd_int_field(&r, 2, &chain) < 0 || rd_int_field(&r, 8, &number) < 0
+            || rd_int_field(&r, 4, &log_index) < 0 || rd_int_field(&r, 4, &tx_index) < 0
+            || rd_bytea_field(&r, &tx_hash, &tx_hash_len) < 0
+            || rd_bytea_field(&r, &address, &address_len) < 0)
+            goto bad;
+        /* topics: a one-dimensional bytea[] (or an empty array) */
+        if (rd_i32(&r, &arr_len) < 0 || arr_len < 12 || r.left < arr_len)
+            goto bad;
+        Reader arr = {r.p, arr_len};
+        r.p += arr_len;
+        r.left -= arr_len;
+        if (rd_i32(&arr, &ndim) < 0 || rd_i32(&arr, &has_null) < 0 || rd_i32(&arr, &oid) < 0
+            || has_null != 0 || oid != 17 || (ndim != 0 && ndim != 1))
+            goto bad;
+        if (ndim == 1 && (rd_i32(&arr, &count) < 0 || rd_i32(&arr, &lower) < 0 || count < 0
+                          || count > 4))
+            goto bad;
+        const unsigned char *topic[4];
+        Py_ssize_t topic_len[4];
+        for (int32_t k = 0; k < count; k++)
+            if (rd_bytea_field(&arr, &topic[k], &topic_len[k]) < 0)
+                goto bad;
+        if (arr.left != 0 || rd_bytea_field(&r, &data, &data_len) < 0)
+            goto bad;
+        if (topic0s != Py_None) {
+            if (count == 0)
+                continue;
+            PyObject *first = PyBytes_FromStringAndSize((const char *)topic[0], topic_len[0]);
+            if (first == NULL)
+                goto fail;
+            int found = PySet_Contains(topic0s, first);
+            Py_DECREF(first);
+            if (found < 0)
+                goto fail;
+            if (!found)
+                continue;
+        }
+        PyObject *topics = PyTuple_New(count);
+        if (topics == NULL)
+            goto fail;
+        for (int32_t k = 0; k < count; k++) {
+            PyObject *t = PyBytes_FromStringAndSize((const char *)topic[k], topic_len[k]);
+            if (t == NULL) {
+                Py_DECREF(topics);
+                goto fail;
+            }
+            PyTuple_SET_ITEM(topics, k, t);
+        }
+        PyObject *row = Py_BuildValue("(LLLy#y#Ny#)", (long long)number, (long long)log_index,
+                                      (long long)tx_index, (const char *)tx_hash, tx_hash_len,
+                                      (const char *)address, address_len, topics,
+                                      (const char *)data, data_len);
+        if (row == NULL)
+            goto fail;
+        int appended = PyList_Append(out, row);
+        Py_DECREF(row);
+        if (appended < 0)
+            goto fail;
+        (void)chain;
+    }
+    PyBuffer_Release(&view);
+    return out;
+bad:
+    PyErr_SetString(PyExc_ValueError, "log_rows: not binary COPY rows of the logs table");
+fail:
+    Py_DECREF(out);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
+    {"log_rows", log_rows, METH_VARARGS,
+     "log_rows(encoded, topic0s) -> [(block_number, log_index, tx_index, tx_hash, address,"
+     " topics, data)]: the binary COPY rows of `logs` whose first topic is in topic0s"
+     " (None: every log)."},
     {"plain_json", plain_json, METH_O,
      "plain_json(body) -> bool: valid UTF-8 throughout, numbers short and without exponents"
      " (what the fast path may skip unread; see the source)."},

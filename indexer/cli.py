@@ -21,7 +21,7 @@ from indexer import rewind as rewind_mod
 from indexer import verify as verify_mod
 from indexer.config import Config
 from indexer.sdnotify import Notifier
-from indexer.store.migrate import migrate
+from indexer.store.migrate import migrate, migrate_events
 
 logger = logging.getLogger("indexer")
 
@@ -145,12 +145,15 @@ def main(
 @main.command("migrate")
 @click.pass_context
 def migrate_cmd(ctx: click.Context) -> None:
-    """Apply pending database migrations (idempotent; safe to run concurrently)."""
+    """Apply pending database migrations and make the config's event tables (idempotent)."""
     cfg = _load(ctx)
 
     async def run(stop: asyncio.Event) -> int:
         applied = await migrate(cfg.database)
         click.echo(f"applied {len(applied)} migration(s)" if applied else "schema is up to date")
+        made = await migrate_events(cfg.database, cfg.events)
+        if made:
+            click.echo(f"made event table(s): {', '.join(made)}")
         return errors.EXIT_OK
 
     sys.exit(_run(run))

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from indexer import errors, tables
 from indexer.chain import ChainSource, kinds
 from indexer.config import ChainConfig, Config
+from indexer.events.backfill import EventBackfiller
+from indexer.events.matcher import EventSet
 from indexer.http.app import HttpServer
 from indexer.runtime import ChainRuntime, Runtime
 from indexer.sdnotify import Notifier
@@ -107,7 +109,9 @@ async def run_sync(
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(_run_chain(c.syncer, c.repairer), name=f"chain-{c.name}")
+                    group.create_task(
+                        _run_chain(c.syncer, c.repairer, c.backfiller), name=f"chain-{c.name}"
+                    )
                     for c in runtime.chains
                 ]
                 watchdog = group.create_task(
@@ -204,6 +208,9 @@ async def _build(
         writer = await stack.enter_async_context(
             ChainWriter(cfg.database, chain=chain_id, name=chain.name)
         )
+        events = EventSet(cfg.events_of(chain.name), start_block=chain.start_block)
+        # Event tables as migrate made them, registered; rollbacks delete from every one.
+        await writer.attach_events(events, start_block=chain.start_block)
         syncer = ChainSyncer(
             chain,
             source=source,
@@ -212,12 +219,19 @@ async def _build(
             progress=progress,
             to_height=to_height,
             max_outage_secs=cfg.database.max_outage_secs,
+            events=events,
         )
         await syncer.prepare()  # the resume point is consistent, or this raises
-        repairer = GapRepairer(
-            chain, source=source, repairs=RepairStore(store, chain=chain_id, name=chain.name)
+        repairs = RepairStore(store, chain=chain_id, name=chain.name, chain_sinks=writer.sinks)
+        repairer = GapRepairer(chain, source=source, repairs=repairs, events=events)
+        backfiller = None
+        if events:
+            backfiller = EventBackfiller(
+                store, chain=chain_id, name=chain.name, events=events, sinks=writer.sinks
+            )
+        runtime.chains.append(
+            ChainRuntime(syncer=syncer, repairer=repairer, rpc=rpc, backfiller=backfiller)
         )
-        runtime.chains.append(ChainRuntime(syncer=syncer, repairer=repairer, rpc=rpc))
     return runtime
 
 
@@ -255,8 +269,11 @@ async def _watchdog(runtime: Runtime, notifier: Notifier, *, stop: asyncio.Event
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-async def _run_chain(syncer: ChainSyncer, repairer: GapRepairer) -> int:
-    """Run a chain's syncer with its gap repairer beside it; a halt stops both."""
+async def _run_chain(
+    syncer: ChainSyncer, repairer: GapRepairer, backfiller: EventBackfiller | None = None
+) -> int:
+    """Run a chain's syncer with its gap repairer (and event backfill) beside it; a halt
+    stops them all."""
     done = asyncio.Event()
 
     async def sync() -> None:
@@ -274,6 +291,15 @@ async def _run_chain(syncer: ChainSyncer, repairer: GapRepairer) -> int:
                 name=f"repair-{syncer.cfg.name}",
             )
             group.create_task(syncer.guard_lock(done=done), name=f"lock-{syncer.cfg.name}")
+            if backfiller is not None:
+                # With --to, the run ends once sync reached the height and every event table
+                # is backfilled; following, the backfill stops with sync.
+                group.create_task(
+                    backfiller.run(
+                        stop=syncer.stop, done=done, finish=syncer.to_height is not None
+                    ),
+                    name=f"backfill-{syncer.cfg.name}",
+                )
     except* errors.ChainHalted as group_exc:
         first = group_exc.exceptions[0]
         assert isinstance(first, errors.ChainHalted)

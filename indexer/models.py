@@ -37,6 +37,8 @@ class Rows:
     count: int
     values: tuple[tuple[Any, ...], ...] = ()
     encoded: bytes = b""
+    # Positions left out (an event table: log indexes of logs with its topic that did not decode).
+    skipped: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, values: tuple[tuple[Any, ...], ...]) -> Rows:

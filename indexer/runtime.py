@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from indexer.chain.kinds import Client
 from indexer.config import Config
+from indexer.events.backfill import EventBackfiller
 from indexer.store import Store
 from indexer.sync.gaps import GapRepairer
 from indexer.sync.state import ChainState
@@ -18,6 +19,7 @@ class ChainRuntime:
     syncer: ChainSyncer
     repairer: GapRepairer
     rpc: Client
+    backfiller: EventBackfiller | None = None  # when the chain has event tables
 
     @property
     def name(self) -> str:

@@ -57,6 +57,23 @@ async def collect(cfg: Config, names: Sequence[str]) -> list[dict[str, Any]]:
                     "failed_ranges": int(row["failed_ranges"]),
                     "failed_blocks": int(row["failed_blocks"]),
                     "last_reorg": row["last_reorg"].isoformat() if row["last_reorg"] else None,
+                    "event_tables": [
+                        {
+                            "table": e["table"],
+                            "signature": e["signature"],
+                            "start_block": int(e["start_block"]),
+                            "synced_to": int(e["synced_to"]),
+                            "rows": int(e["rows"]),
+                            "undecodable": int(e["undecodable"]),
+                            "configured": e["live_from"] is not None,
+                            "backfill_pending_blocks": (
+                                0
+                                if e["live_from"] is None
+                                else max(0, int(e["live_from"]) - 1 - int(e["backfilled_to"]))
+                            ),
+                        }
+                        for e in await store.event_table_stats(chain.name)
+                    ],
                 }
             )
     return out
@@ -91,4 +108,15 @@ def render(rows: list[dict[str, Any]]) -> str:
             "retried with backoff, or `repair-gaps --retry-failed`)",
             f"  last reorg      {row['last_reorg'] or 'never'}",
         ]
+        for event in row.get("event_tables", ()):
+            state = f"synced to {event['synced_to']:,d}"
+            if event["backfill_pending_blocks"]:
+                state += f", backfilling ({event['backfill_pending_blocks']:,d} blocks to go)"
+            if not event["configured"]:
+                state += ", not in the config (nothing more is added)"
+            lines += [
+                f"  event table {event['table']}: {event['signature']}",
+                f"    {state}; {event['rows']:,d} rows, {event['undecodable']:,d} "
+                f"undecodable log(s); from block {event['start_block']:,d}",
+            ]
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from Crypto.Hash import keccak
+from indexer import _proof
 
 
 class AbiError(ValueError):
@@ -187,7 +187,7 @@ class Event:
     @property
     def topic0(self) -> bytes:
         """keccak256 of the signature; an anonymous event's logs do not carry it."""
-        return keccak.new(digest_bits=256, data=self.signature.encode()).digest()
+        return _proof.keccak256(self.signature.encode())
 
     @property
     def declaration(self) -> str:

@@ -55,6 +55,16 @@ class RuntimeCollector(Collector):
         rows = CounterMetricFamily(
             "indexer_rows_written", "Rows written, by table", labels=["chain", "table"]
         )
+        backfilled = CounterMetricFamily(
+            "indexer_event_backfill_rows",
+            "Event table rows written by the backfill from stored logs",
+            labels=["chain", "table"],
+        )
+        pending = GaugeMetricFamily(
+            "indexer_event_backfill_pending_blocks",
+            "Heights an event table still has to backfill from stored logs",
+            labels=["chain", "table"],
+        )
         missing = chain_gauge("missing_blocks", "Blocks missing below the tip (last repair pass)")
         failed = chain_gauge("gap_failed_ranges", "Ranges repair could not fill (gap_failures)")
         blocks = chain_counter("blocks_written", "Blocks written")
@@ -110,6 +120,11 @@ class RuntimeCollector(Collector):
             unexpected.add_metric(label, s.unexpected_errors)
             for table, count in s.counters.rows_written.items():
                 rows.add_metric([chain.name, table], count)
+            if chain.backfiller is not None:
+                for table, count in chain.backfiller.rows_written.items():
+                    backfilled.add_metric([chain.name, table], count)
+                for table, heights in chain.backfiller.pending_blocks.items():
+                    pending.add_metric([chain.name, table], heights)
             missing.add_metric(label, chain.repairer.missing_blocks)
             failed.add_metric(label, chain.repairer.failed_ranges)
             c = s.counters
@@ -133,9 +148,9 @@ class RuntimeCollector(Collector):
                 rpc_secs.add_metric(ep_label, ep.latency_secs_total)
                 circuit.add_metric(ep_label, _CIRCUIT_VALUES.get(ep.circuit, 0))
         yield from (head, tip, lag, halted, stuck, refused, unexpected, missing, failed, blocks,
-                    txs, logs, rows, batches, batch_secs, last_batch, reorgs, deepest, last_depth,
-                    last_reorg, rpc_requests, rpc_errors, rpc_limited, rpc_secs, circuit,
-                    decoded)  # fmt: skip
+                    txs, logs, rows, backfilled, pending, batches, batch_secs, last_batch,
+                    reorgs, deepest, last_depth, last_reorg, rpc_requests, rpc_errors,
+                    rpc_limited, rpc_secs, circuit, decoded)  # fmt: skip
 
         pool = rt.store.pool_stats()
         for key, doc in (

@@ -268,3 +268,10 @@ class Store:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(Q["stats_chain"], {"name": name})
             return await cur.fetchone()
+
+    async def event_table_stats(self, name: str) -> list[dict[str, Any]]:
+        """The `event_tables` view's rows of chain `name`."""
+        async with self.connection(f"read event table stats of {name}") as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(Q["stats_event_tables"], {"name": name})
+            return await cur.fetchall()

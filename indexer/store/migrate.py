@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from indexer import errors
-from indexer.config import DatabaseConfig
+from indexer.config import DatabaseConfig, EventConfig
+from indexer.events import schema
 from indexer.store import LOCK_NS_MIGRATE, connect, translate
 from indexer.store.queries import Q
 
@@ -109,3 +111,40 @@ async def migrate(db: DatabaseConfig, *, directory: Path | None = None) -> list[
     finally:
         await conn.close()
     return applied_now
+
+
+async def migrate_events(db: DatabaseConfig, entries: Sequence[EventConfig]) -> list[str]:
+    """Make the event tables of `entries` (`[[events]]`) that do not exist; return their names.
+
+    A table that exists must be exactly as its declaration says, else `MigrationError`
+    naming it: an event's columns are not changed in place (drop the table, or name
+    another). A table made now has no rows, whatever the registry remembers of an earlier
+    one by that name: that is forgotten, so sync registers it afresh.
+    """
+    made: list[str] = []
+    conn = await connect(db, purpose="migrate")
+    try:
+        with translate("make event tables"):
+            await conn.execute(Q["advisory_lock"], {"namespace": LOCK_NS_MIGRATE, "key": 0})
+            for entry in entries:
+                table = schema.table_of(entry)
+                found = await schema.catalog_columns(conn, table.name)
+                if found:
+                    diff = schema.differences(table, found)
+                    if diff is not None:
+                        raise errors.MigrationError(
+                            f"event table {table.name!r} exists but {diff}: drop it (its "
+                            "rows are refilled from the stored logs) or name another table"
+                        )
+                    continue
+                async with conn.transaction():
+                    await conn.execute(schema.create_statement(table))
+                    await conn.execute(Q["event_registry_forget_table"], {"table": table.name})
+                logger.info(
+                    "made event table %s (%s)", table.name, entry.decl.declaration,
+                    extra={"action": "migrate"},
+                )  # fmt: skip
+                made.append(table.name)
+    finally:
+        await conn.close()
+    return made

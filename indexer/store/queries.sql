@@ -221,3 +221,120 @@ SELECT 1;
 -- name: database_size --
 -- Size of the current database in bytes (metrics).
 SELECT pg_database_size(current_database());
+
+-- name: table_columns --
+-- A table's columns as the catalog has them, in order (is an event table as declared?).
+SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = %(table)s AND c.relkind = 'r'
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum;
+
+-- name: event_registry_of_chain --
+-- Every event table registered for a chain.
+SELECT table_name, signature, start_block, live_from, backfilled_to, rows, undecodable
+FROM event_registry WHERE chain = %(chain)s ORDER BY table_name;
+
+-- name: event_registry_lock --
+-- One event table's row, locked for the transaction (attach, backfill).
+SELECT signature, start_block, live_from, backfilled_to
+FROM event_registry WHERE chain = %(chain)s AND table_name = %(table)s FOR UPDATE;
+
+-- name: event_registry_insert --
+-- A table sync decodes events into from now on (`live_from`); nothing backfilled yet.
+INSERT INTO event_registry (chain, table_name, signature, start_block, live_from, backfilled_to)
+VALUES (%(chain)s, %(table)s, %(signature)s, %(start_block)s, %(live_from)s,
+        %(start_block)s - 1);
+
+-- name: event_registry_attach --
+-- A registered table in the config (again): where live decoding starts, from what height the
+-- backfill goes on, and how many rows below a raised start_block were deleted.
+UPDATE event_registry
+SET live_from = %(live_from)s, start_block = %(start_block)s,
+    backfilled_to = %(backfilled_to)s, rows = rows - %(deleted)s,
+    undecodable = undecodable - %(deleted_undecodable)s, updated_at = now()
+WHERE chain = %(chain)s AND table_name = %(table)s;
+
+-- name: event_registry_detach --
+-- A registered table no longer in the config: sync decodes nothing more into it. What it
+-- holds stays exact (rollbacks still delete from it) up to where it was synced.
+UPDATE event_registry
+SET backfilled_to = CASE WHEN backfilled_to >= live_from - 1 THEN %(tip)s ELSE backfilled_to END,
+    live_from = NULL, updated_at = now()
+WHERE chain = %(chain)s AND table_name = %(table)s AND live_from IS NOT NULL;
+
+-- name: event_registry_forget --
+-- A registered table that no longer exists (dropped by an operator).
+WITH gone AS (
+    DELETE FROM event_undecodable WHERE chain = %(chain)s AND table_name = %(table)s
+)
+DELETE FROM event_registry WHERE chain = %(chain)s AND table_name = %(table)s;
+
+-- name: event_registry_forget_table --
+-- An event table made afresh by migrate: nothing registered under its name holds.
+WITH gone AS (DELETE FROM event_undecodable WHERE table_name = %(table)s)
+DELETE FROM event_registry WHERE table_name = %(table)s;
+
+-- name: event_registry_count --
+-- Rows written with a batch, and logs with the topic that did not decode.
+UPDATE event_registry
+SET rows = rows + %(rows)s, undecodable = undecodable + %(undecodable)s, updated_at = now()
+WHERE chain = %(chain)s AND table_name = %(table)s;
+
+-- name: event_registry_roll_back --
+-- Everything above `number` was deleted: live decoding resumes above it, the backfill has
+-- nothing above it.
+UPDATE event_registry
+SET live_from = LEAST(live_from, %(number)s + 1),
+    backfilled_to = LEAST(backfilled_to, GREATEST(%(number)s, start_block - 1)),
+    rows = rows - %(deleted)s, undecodable = undecodable - %(deleted_undecodable)s,
+    updated_at = now()
+WHERE chain = %(chain)s AND table_name = %(table)s;
+
+-- name: event_registry_backfilled --
+-- One backfill chunk written (its skipped logs counted apart; `undecodable`: those deleted).
+UPDATE event_registry
+SET backfilled_to = %(backfilled_to)s, undecodable = undecodable + %(undecodable)s,
+    updated_at = now()
+WHERE chain = %(chain)s AND table_name = %(table)s;
+
+-- name: event_undecodable_copy --
+-- Logs an event table skipped.
+COPY event_undecodable (chain, table_name, block_number, log_index) FROM STDIN;
+
+-- name: event_undecodable_delete_above --
+-- An event table's skipped logs above a height (a rollback).
+DELETE FROM event_undecodable
+WHERE chain = %(chain)s AND table_name = %(table)s AND block_number > %(number)s;
+
+-- name: event_undecodable_delete_between --
+-- An event table's skipped logs of a height range (a backfill chunk written again).
+DELETE FROM event_undecodable
+WHERE chain = %(chain)s AND table_name = %(table)s
+  AND block_number BETWEEN %(low)s AND %(high)s;
+
+-- name: event_undecodable_delete_below --
+-- An event table's skipped logs below its start block (start_block raised).
+DELETE FROM event_undecodable
+WHERE chain = %(chain)s AND table_name = %(table)s AND block_number < %(start)s;
+
+-- name: stats_event_tables --
+-- A chain's event tables, as the `event_tables` view shows them.
+SELECT "table", signature, start_block, synced_to, rows, undecodable, live_from, backfilled_to
+FROM event_tables WHERE chain = %(name)s ORDER BY "table";
+
+-- name: logs_with_topic0 --
+-- Stored logs of a height range whose first topic is `topic0` (an event's backfill).
+SELECT block_number, log_index, tx_index, tx_hash, address, topics, data FROM logs
+WHERE chain = %(chain)s AND block_number BETWEEN %(low)s AND %(high)s
+  AND topics[1] = %(topic0)s
+ORDER BY block_number, log_index;
+
+-- name: logs_with_topic_count --
+-- Stored logs of a height range with `count` topics (an anonymous event's backfill).
+SELECT block_number, log_index, tx_index, tx_hash, address, topics, data FROM logs
+WHERE chain = %(chain)s AND block_number BETWEEN %(low)s AND %(high)s
+  AND cardinality(topics) = %(count)s
+ORDER BY block_number, log_index;

@@ -19,8 +19,9 @@ from datetime import datetime
 
 from indexer import errors
 from indexer.models import Block, BlockRef
-from indexer.store import Store, sinks
+from indexer.store import Store
 from indexer.store.queries import Q
+from indexer.store.sinks import PLAIN, ChainSinks
 from indexer.store.writer import lock_chain_writes
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,13 @@ class GapFailure:
 
 
 class RepairStore:
-    def __init__(self, store: Store, *, chain: int, name: str) -> None:
+    def __init__(
+        self, store: Store, *, chain: int, name: str, chain_sinks: ChainSinks = PLAIN
+    ) -> None:
         self._store = store
         self.chain = chain
         self.name = name
+        self.sinks = chain_sinks
 
     async def gaps(self, *, low: int, high: int) -> list[tuple[int, int]]:
         """Missing ranges overlapping [low, high], clipped to it."""
@@ -130,7 +134,7 @@ class RepairStore:
                         )
                 new = [b for b in blocks if b.number not in stored]
                 if new:
-                    await sinks.write_all(cur, self.chain, new)
+                    await self.sinks.write_all(cur, self.chain, new)
                 await cur.execute(
                     Q["gap_failures_clear"],
                     {"chain": self.chain, "start": first.number, "end": last.number},

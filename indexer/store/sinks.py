@@ -19,6 +19,7 @@ from psycopg import sql
 
 from indexer import errors, tables
 from indexer.models import Block, Rows
+from indexer.store.queries import Q
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
 _COPY_TRAILER = b"\xff\xff"
@@ -37,6 +38,9 @@ class TableSink:
         above = sql.SQL("WHERE chain = %(chain)s AND {} > %(number)s").format(height)
         self._delete = sql.SQL("DELETE FROM {} ").format(name) + above
         self._count = sql.SQL("SELECT count(*) FROM {} ").format(name) + above
+        self._delete_between = sql.SQL(
+            "DELETE FROM {} WHERE chain = %(chain)s AND {} BETWEEN %(low)s AND %(high)s"
+        ).format(name, height)
 
     def rows(self, block: Block) -> Rows | None:
         """This table's rows of `block` (None when the block carries none)."""
@@ -57,18 +61,32 @@ class TableSink:
                 f"{self.table.name}: rows encoded for another chain than {chain}; not written"
             )
         if values:
-            async with cur.copy(self._copy) as copy:
-                copy.set_types(self.table.copy_types)
-                for rows in values:
-                    for row in rows.values:
-                        await copy.write_row((chain, *row))
+            await self.write_values(cur, chain, [row for rows in values for row in rows.values])
         if encoded:
             async with cur.copy(self._copy) as copy:
                 await copy.write(b"".join([_COPY_HEADER, *encoded, _COPY_TRAILER]))
         return sum(r.count for r in found)
 
+    async def write_values(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, rows: Sequence[tuple[Any, ...]]
+    ) -> int:
+        """COPY rows of values (`chain` left out); return how many."""
+        if rows:
+            async with cur.copy(self._copy) as copy:
+                copy.set_types(self.table.copy_types)
+                for row in rows:
+                    await copy.write_row((chain, *row))
+        return len(rows)
+
     async def delete_above(self, cur: psycopg.AsyncCursor[Any], chain: int, number: int) -> int:
         await cur.execute(self._delete, {"chain": chain, "number": number})
+        return cur.rowcount
+
+    async def delete_between(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, low: int, high: int
+    ) -> int:
+        """Delete `chain`'s rows of heights [low, high]; return how many."""
+        await cur.execute(self._delete_between, {"chain": chain, "low": low, "high": high})
         return cur.rowcount
 
     async def count_above(self, cur: psycopg.AsyncCursor[Any], chain: int, number: int) -> int:
@@ -78,25 +96,120 @@ class TableSink:
         return int(row[0])
 
 
+class EventSink(TableSink):
+    """An event table's sink: its rows, the logs it skipped (`event_undecodable`) and its line
+    of `event_registry` (rows and skipped logs counted; on a rollback, where live decoding and
+    the backfill resume), all in the same transaction."""
+
+    async def write(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]
+    ) -> int:
+        written = await super().write(cur, chain, blocks)
+        skipped = [
+            (b.number, i)
+            for b in blocks
+            for r in [self.rows(b)]
+            if r is not None
+            for i in r.skipped
+        ]
+        await self.count(cur, chain, rows=written, skipped=skipped)
+        return written
+
+    async def count(
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        chain: int,
+        *,
+        rows: int,
+        skipped: Sequence[tuple[int, int]],
+    ) -> None:
+        """Record skipped logs; add `rows` and the skipped logs to the registry's counts."""
+        if skipped:
+            async with cur.copy(Q["event_undecodable_copy"]) as copy:
+                for number, log_index in skipped:
+                    await copy.write_row((chain, self.table.name, number, log_index))
+        if rows or skipped:
+            await cur.execute(
+                Q["event_registry_count"],
+                {"chain": chain, "table": self.table.name, "rows": rows,
+                 "undecodable": len(skipped)},
+            )  # fmt: skip
+
+    async def delete_above(self, cur: psycopg.AsyncCursor[Any], chain: int, number: int) -> int:
+        deleted = await super().delete_above(cur, chain, number)
+        await cur.execute(
+            Q["event_undecodable_delete_above"],
+            {"chain": chain, "table": self.table.name, "number": number},
+        )
+        await cur.execute(
+            Q["event_registry_roll_back"],
+            {"chain": chain, "table": self.table.name, "number": number, "deleted": deleted,
+             "deleted_undecodable": cur.rowcount},
+        )  # fmt: skip
+        return deleted
+
+    async def rewrite(
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        chain: int,
+        *,
+        low: int,
+        high: int,
+        rows: Sequence[tuple[Any, ...]],
+        skipped: Sequence[tuple[int, int]],
+    ) -> None:
+        """A backfill chunk: replace everything of heights [low, high] with `rows` and
+        `skipped`, and record the table backfilled up to `high`."""
+        deleted = await self.delete_between(cur, chain, low, high)
+        await cur.execute(
+            Q["event_undecodable_delete_between"],
+            {"chain": chain, "table": self.table.name, "low": low, "high": high},
+        )
+        deleted_skipped = cur.rowcount
+        await self.write_values(cur, chain, rows)
+        await self.count(cur, chain, rows=len(rows) - deleted, skipped=skipped)
+        await cur.execute(
+            Q["event_registry_backfilled"],
+            {"chain": chain, "table": self.table.name, "backfilled_to": high,
+             "undecodable": -deleted_skipped},
+        )  # fmt: skip
+
+
 SINKS = tuple(TableSink(t) for t in tables.ALL)
 
 
-async def write_all(
-    cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]
-) -> dict[str, int]:
-    """Write `blocks` and their rows through every sink; rows written per table."""
-    return {sink.table.name: await sink.write(cur, chain, blocks) for sink in SINKS}
+class ChainSinks:
+    """The sinks of one chain: every declared table's, then its event tables' (`events`:
+    those written; `registered`: every event table of the chain in `event_registry`, which
+    rollbacks delete from too, whether the config still names it or not)."""
+
+    def __init__(
+        self, events: Sequence[tables.Table] = (), registered: Sequence[tables.Table] = ()
+    ) -> None:
+        self.written = SINKS + tuple(EventSink(t) for t in events)
+        names = {t.name for t in events}
+        self.all = self.written + tuple(EventSink(t) for t in registered if t.name not in names)
+
+    async def write_all(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]
+    ) -> dict[str, int]:
+        """Write `blocks` and their rows through every sink; rows written per table."""
+        return {sink.table.name: await sink.write(cur, chain, blocks) for sink in self.written}
+
+    async def delete_all_above(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, number: int
+    ) -> dict[str, int]:
+        """Delete every row of `chain` above `number`, children first; rows deleted per table."""
+        return {
+            sink.table.name: await sink.delete_above(cur, chain, number)
+            for sink in reversed(self.all)
+        }
+
+    async def count_all_above(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, number: int
+    ) -> dict[str, int]:
+        """What `delete_all_above` would delete, per table, in table order."""
+        return {sink.table.name: await sink.count_above(cur, chain, number) for sink in self.all}
 
 
-async def delete_all_above(
-    cur: psycopg.AsyncCursor[Any], chain: int, number: int
-) -> dict[str, int]:
-    """Delete every row of `chain` above `number`, children first; rows deleted per table."""
-    return {
-        sink.table.name: await sink.delete_above(cur, chain, number) for sink in reversed(SINKS)
-    }
-
-
-async def count_all_above(cur: psycopg.AsyncCursor[Any], chain: int, number: int) -> dict[str, int]:
-    """What `delete_all_above` would delete, per table, in table order."""
-    return {sink.table.name: await sink.count_above(cur, chain, number) for sink in SINKS}
+PLAIN = ChainSinks()  # a chain with no event tables

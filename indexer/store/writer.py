@@ -25,9 +25,12 @@ import psycopg
 
 from indexer import errors
 from indexer.config import DatabaseConfig
+from indexer.events import registry
+from indexer.events.matcher import EventSet
 from indexer.models import Block, BlockRef
-from indexer.store import LOCK_NS_CHAIN_TX, LOCK_NS_WRITER, connect, sinks, translate
+from indexer.store import LOCK_NS_CHAIN_TX, LOCK_NS_WRITER, connect, translate
 from indexer.store.queries import Q
+from indexer.store.sinks import PLAIN, ChainSinks
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +41,11 @@ LOCK_CHECK_TIMEOUT_SECS = 5.0
 class ChainWriter:
     """The single writer of one chain."""
 
-    def __init__(self, db: DatabaseConfig, *, chain: int, name: str) -> None:
+    def __init__(
+        self, db: DatabaseConfig, *, chain: int, name: str, chain_sinks: ChainSinks = PLAIN
+    ) -> None:
         self._db = db
+        self.sinks = chain_sinks  # every table this chain writes (and rolls back)
         self.chain = chain
         self.name = name
         self._conn: psycopg.AsyncConnection[Any] | None = None  # set while the lock is ours
@@ -224,7 +230,24 @@ class ChainWriter:
     async def rows_above(self, number: int) -> dict[str, int]:
         """Rows stored above `number`, per table (what a rollback to it deletes)."""
         async with self._session(f"count rows of chain {self.name}") as conn:
-            return await sinks.count_all_above(conn.cursor(), self.chain, number)
+            return await self.sinks.count_all_above(conn.cursor(), self.chain, number)
+
+    async def attach_events(self, events: EventSet, *, start_block: int) -> None:
+        """Line up the chain's event tables with the config (`events.registry.attach`), under
+        the chain's write lock; from then on this writer writes and rolls them back too."""
+        async with self._session(f"attach the event tables of chain {self.name}") as conn:
+            async with conn.transaction():
+                cur = conn.cursor()
+                await lock_chain_writes(cur, self.chain)
+                await cur.execute(Q["checkpoint_get"], {"chain": self.chain})
+                row = await cur.fetchone()
+                tip = None
+                if row is not None and row[0] is not None:
+                    tip = BlockRef(int(row[0]), bytes(row[1]))
+                self.sinks = await registry.attach(
+                    conn, chain=self.chain, name=self.name, events=events, tip=tip,
+                    start_block=start_block,
+                )  # fmt: skip
 
     async def record_head(self, head: int) -> None:
         """Remember the node head last seen (for `stats` and the coverage view)."""
@@ -253,7 +276,7 @@ class ChainWriter:
         async with self._session(action, write=True) as conn, conn.transaction():
             cur = conn.cursor()
             await lock_chain_writes(cur, self.chain)
-            await sinks.delete_all_above(cur, self.chain, fork_number)
+            await self.sinks.delete_all_above(cur, self.chain, fork_number)
             await cur.execute(
                 Q["checkpoint_advance"],
                 {
@@ -296,7 +319,7 @@ class ChainWriter:
         async with self._session(action, write=True) as conn, conn.transaction():
             cur = conn.cursor()
             await lock_chain_writes(cur, chain)
-            written = await sinks.write_all(cur, chain, blocks)
+            written = await self.sinks.write_all(cur, chain, blocks)
             await cur.execute(
                 Q["checkpoint_advance"],
                 {

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from indexer import errors
 from indexer.chain import ChainSource
 from indexer.config import ChainConfig
+from indexer.events.matcher import EventSet
 from indexer.store.repairs import RepairStore
 from indexer.sync.pipeline import LinkedBatches
 
@@ -53,6 +54,7 @@ class GapRepairer:
         source: ChainSource,
         repairs: RepairStore,
         on_report: Callable[[RangeReport], None] | None = None,
+        events: EventSet | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = source
@@ -63,7 +65,7 @@ class GapRepairer:
         # Its batch size halves when a node refuses a batch as too large, for every range.
         self.batches = LinkedBatches(
             source, start_block=cfg.start_block, batch_size=cfg.batch_size,
-            depth=cfg.prefetch_batches,
+            depth=cfg.prefetch_batches, events=events,
         )  # fmt: skip
 
     def _report(self, report: RangeReport) -> RangeReport:

@@ -12,6 +12,9 @@ as large, here, until one block per batch; after `REGROW_AFTER_BATCHES` batches 
 that came whole, the size doubles again, up to the configured one, so that a node that was
 hostile or overloaded for a while does not leave the chain crawling for good.
 
+A checked batch gets the rows of the chain's event tables (`events.matcher.EventSet`), decoded
+from its logs, so that they are written with their blocks.
+
 `LinkedBatches` does not write: the caller writes what it gets and calls `reset` when it
 moved the chain itself (a rollback, a failed write). `write_up_to` is the plain loop over
 it that writes through a `ChainWriter`.
@@ -23,6 +26,7 @@ import logging
 
 from indexer import errors
 from indexer.chain import ChainSource, anchor_below
+from indexer.events.matcher import EventSet
 from indexer.models import Block, BlockRef
 from indexer.store.writer import ChainWriter
 from indexer.sync import validate
@@ -35,9 +39,16 @@ REGROW_AFTER_BATCHES = 16
 
 class LinkedBatches:
     def __init__(
-        self, source: ChainSource, *, start_block: int, batch_size: int, depth: int
+        self,
+        source: ChainSource,
+        *,
+        start_block: int,
+        batch_size: int,
+        depth: int,
+        events: EventSet | None = None,
     ) -> None:
         self._source = source
+        self._events = events  # event tables: their rows are added to each checked batch
         self._start_block = start_block
         self._batch_size = batch_size  # as configured; the fetcher's may be smaller for a while
         self._whole = 0  # batches in a row that came whole since the size last changed
@@ -106,7 +117,7 @@ class LinkedBatches:
             self._fetcher.reset(height)
             raise
         self._after = blocks[-1].ref
-        return blocks
+        return self._events.attach(blocks) if self._events else blocks
 
     async def close(self) -> None:
         await self._fetcher.close()

@@ -37,6 +37,7 @@ from typing import TypeVar
 from indexer import errors
 from indexer.chain import ChainSource
 from indexer.config import ChainConfig
+from indexer.events.matcher import EventSet
 from indexer.models import Block
 from indexer.store.writer import ChainWriter
 from indexer.sync import reorg
@@ -76,6 +77,7 @@ class ChainSyncer:
         progress: Progress,
         to_height: int | None = None,
         max_outage_secs: float = 300.0,
+        events: EventSet | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = source
@@ -89,6 +91,7 @@ class ChainSyncer:
             start_block=cfg.start_block,
             batch_size=cfg.batch_size,
             depth=cfg.prefetch_batches,
+            events=events,
         )
         self._backoff = Backoff()
         self._outage = Outage(max_outage_secs, label=f"chain {cfg.name}")

@@ -348,6 +348,9 @@ def test_demo_config_is_valid_and_private(tmp_path: Path) -> None:
         100,
     )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [(e.table, e.decl.signature) for e in loaded.events] == [
+        ("pairs", "Pair(bytes32,bytes32)"), ("notes", "Note(bytes32,bytes)"),
+    ]  # fmt: skip
 
 
 def test_demo_shows_urls_without_passwords() -> None:

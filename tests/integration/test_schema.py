@@ -19,6 +19,10 @@ BOOKKEEPING = {
     "block_ranges",
     "gap_failures",
     "schema_migrations",
+    "event_registry",
+    # The logs each event table skipped: rolled back with their blocks by the event table's
+    # sink (`sinks.EventSink`; tests/integration/test_events.py).
+    "event_undecodable",
 }
 
 
@@ -57,3 +61,17 @@ def test_every_declared_table_has_a_sink() -> None:
     from indexer.store import sinks
 
     assert [s.table for s in sinks.SINKS] == list(tables.ALL)
+
+
+def test_no_event_table_may_take_the_name_of_a_relation_of_ours(db_url: str) -> None:
+    from indexer.config import RESERVED_TABLES
+
+    with psycopg.connect(db_url) as conn:
+        relations = {
+            str(name)
+            for (name,) in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')"
+            )
+        }
+    assert relations == RESERVED_TABLES

@@ -59,8 +59,8 @@ async def test_a_refused_answer_every_endpoint_gives_is_reported_and_retried(
             assert not chain.state.stalled(timeout_secs=0)
             text = prometheus_client.generate_latest(server._registry).decode()
             assert 'indexer_stuck_on_refused_answer{chain="dev"} 1.0' in text
-            refused = re.search(r'indexer_refused_answers_total\{chain="dev"\} (\d+)', text)
-            assert refused and int(refused.group(1)) >= 3, text
+            counted = re.search(r'indexer_refused_answers_total\{chain="dev"\} (\d+)', text)
+            assert counted and int(counted.group(1)) >= 3, text
 
             liar.clear()  # the node tells the truth again: the chain moves on
             await eventually(

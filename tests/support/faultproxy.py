@@ -50,6 +50,8 @@ class Served:
     batch: bool
     fault: str | None
     status: int | None  # None: the connection was dropped without an answer
+    # The JSON-RPC calls, with their params (not compared: tests compare what was served).
+    items: tuple[dict[str, Any], ...] = dataclasses.field(default=(), compare=False)
 
 
 # -- HTTP
@@ -309,6 +311,6 @@ class FaultProxy:
         logger.debug("injected %r", fault, extra={"action": "fault_injected"})
 
     def _record(self, call: Call, fault: Fault | None, status: int | None) -> None:
-        entry = Served(call.methods, call.batch, fault.kind if fault else None, status)
+        entry = Served(call.methods, call.batch, fault.kind if fault else None, status, call.items)
         with self._cond:
             self._served.append(entry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from indexer.devnet.anvil import RpcClient
 
@@ -63,6 +64,35 @@ def check_invariants(
                 (chain,),
             ).fetchone()
             assert orphans == (0,), f"{orphans} orphan rows in {table}"
+        # ... event tables too: each row is a stored log of a stored block, and every log it
+        # skipped is a stored log; the registry's counts are the tables' own.
+        registered = q(
+            "SELECT table_name, rows, undecodable FROM event_registry WHERE chain = %s", (chain,)
+        ).fetchall()
+        for table, counted_rows, counted_skipped in registered:
+            ident = psycopg.sql.Identifier(table)
+            orphans = q(
+                psycopg.sql.SQL(
+                    "SELECT count(*) FROM {} e LEFT JOIN logs l ON l.chain = e.chain AND "
+                    "l.block_number = e.block_number AND l.log_index = e.log_index "
+                    "WHERE e.chain = %s AND l.log_index IS NULL"
+                ).format(ident),
+                (chain,),
+            ).fetchone()
+            assert orphans == (0,), f"{orphans} rows of event table {table} with no stored log"
+            (rows,) = q(
+                psycopg.sql.SQL("SELECT count(*) FROM {} WHERE chain = %s").format(ident), (chain,)
+            ).fetchone() or (None,)
+            (skipped,) = q(
+                "SELECT count(*) FROM event_undecodable u LEFT JOIN logs l ON l.chain = u.chain "
+                "AND l.block_number = u.block_number AND l.log_index = u.log_index "
+                "WHERE u.chain = %s AND u.table_name = %s AND l.log_index IS NOT NULL",
+                (chain, table),
+            ).fetchone() or (None,)
+            assert (rows, skipped) == (counted_rows, counted_skipped), (
+                f"event table {table}: {rows} rows and {skipped} skipped logs, the registry "
+                f"counts {counted_rows} and {counted_skipped}"
+            )
         # 6. No duplicates (primary keys make these structural; tx hashes are checked here).
         dup = q(
             """SELECT count(*) FROM (SELECT hash FROM transactions WHERE chain = %s

@@ -200,3 +200,78 @@ def test_the_chain_kind_picks_its_model() -> None:
     evm, btc = cfg.chains
     assert isinstance(evm, config.EvmChainConfig) and evm.keeps("logs")
     assert isinstance(btc, config.ElectrumChainConfig) and not btc.keeps("transactions")
+
+
+# -- [[events]]: every problem is exit 2 naming the key
+
+TRANSFER = "Transfer(address indexed from, address indexed to, uint256 value)"
+
+
+def with_events(*entries: dict[str, Any], **chain: Any) -> dict[str, Any]:
+    return {**with_chain(**chain), "events": list(entries)}
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (with_events({"chain": "dev", "table": "t", "signature": "Transfer(addres to)"}),
+         "events[0].signature: unknown type 'addres'"),
+        (with_events({"chain": "dev", "table": "t", "signature": "Transfer(uint7 x)"}),
+         "events[0].signature: unknown type 'uint7'"),
+        (with_events({"chain": "dev", "table": "t", "signature": "Transfer(uint256 x"}),
+         "events[0].signature"),
+        (with_events({"chain": "dev", "table": "logs", "signature": TRANSFER}),
+         "events[0].table: 'logs' is a table of the indexer itself"),
+        (with_events({"chain": "dev", "table": "event_tables", "signature": TRANSFER}),
+         "events[0].table"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER},
+                     {"chain": "dev", "table": "t", "signature": TRANSFER}),
+         "events[1].table: 't' is already an event table"),
+        (with_events({"chain": "dev", "table": "Bad-Name", "signature": TRANSFER}),
+         "events[0].table: must match"),
+        (with_events({"chain": "dev", "table": "t", "abi": "no/such.json", "event": "Transfer"}),
+         "events[0].abi: cannot read"),
+        (with_events({"chain": "dev", "table": "t", "abi": "x.json"}), "events[0].event"),
+        (with_events({"chain": "dev", "table": "t"}), "events[0].signature"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER, "abi": "x.json"}),
+         "events[0].signature"),
+        (with_events({"chain": "nope", "table": "t", "signature": TRANSFER}),
+         "events[0].chain: no chain named 'nope'"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER}, store="blocks"),
+         "events[0].chain: chain 'dev' stores no logs"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER, "address": "0x12"}),
+         "events[0].address"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER, "start_block": -1}),
+         "events[0].start_block"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER, "foo": 1}),
+         "events[0].foo: unknown key"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER,
+                      "factory": {"table": "pools", "column": "pool"}}),
+         "events[0].factory: not supported yet"),
+    ],
+)  # fmt: skip
+def test_event_table_errors_name_the_key(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        config.build(data, {})
+    assert key in str(info.value), str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_event_abi_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "abi").mkdir()
+    (tmp_path / "abi" / "erc20.json").write_text(
+        '[{"type": "event", "name": "Transfer", "anonymous": false, "inputs": ['
+        '{"name": "from", "type": "address", "indexed": true},'
+        '{"name": "to", "type": "address", "indexed": true},'
+        '{"name": "value", "type": "uint256", "indexed": false}]}]'
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[database]\nurl = "postgresql://h/x"\n[[chains]]\nname = "dev"\nkind = "evm"\n'
+        'urls = ["http://127.0.0.1:1"]\nchain_id = 1\n[[events]]\nchain = "dev"\n'
+        'table = "transfers"\nabi = "abi/erc20.json"\nevent = "Transfer"\n'
+        'address = "0xA0b86991c6218b36c1d19d4a2e9eB0cE3606eB48"\n'
+    )
+    (entry,) = config.load(str(path), {}).events
+    assert entry.decl.declaration == TRANSFER
+    assert entry.address == ("0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48",)

@@ -1,0 +1,151 @@
+"""Backfill an event table from the chain's stored logs, while sync follows the head.
+
+A table sync decodes live from `live_from` up; below that, down to its `start_block`, its
+events come from the `logs` table, with no node requests at all. One chunk of heights at a
+time, each one transaction on a pooled connection under the chain's write lock (so no batch,
+rollback or repair of the chain runs meanwhile): the registry line is read and locked, the
+table's rows of the chunk are deleted, the chunk's logs with the event's topic are read and
+decoded, the rows copied in, and `backfilled_to` moved to the chunk's end. A chunk is
+written whole or not at all, and written again whole if it must be (a crash, an earlier
+`start_block`), so a backfill killed at any point resumes from the registry and ends exact.
+Chunks aim at `TARGET_LOGS` logs and take the lock for a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from indexer import errors
+from indexer.events.matcher import EventSet, EventTable, LogRow
+from indexer.store import Store
+from indexer.store.queries import Q
+from indexer.store.sinks import ChainSinks, EventSink
+from indexer.store.writer import lock_chain_writes
+
+logger = logging.getLogger(__name__)
+
+TARGET_LOGS = 20_000  # logs per chunk, about
+FIRST_SPAN = 1_000  # heights in a table's first chunk
+MAX_SPAN = 1_000_000
+IDLE_SECS = 5.0  # how often to look for work when there is none
+
+
+class EventBackfiller:
+    """Backfills one chain's event tables (see the module docstring)."""
+
+    def __init__(
+        self, store: Store, *, chain: int, name: str, events: EventSet, sinks: ChainSinks
+    ) -> None:
+        self._store = store
+        self.chain = chain
+        self.name = name
+        self.events = events
+        self._sinks = {s.table.name: s for s in sinks.written if isinstance(s, EventSink)}
+        self._span = {t.name: FIRST_SPAN for t in events.tables}
+        # For metrics and stats: per table, in this process.
+        self.backfilled_to: dict[str, int] = {}
+        self.pending_blocks: dict[str, int] = {}
+        self.rows_written: dict[str, int] = {t.name: 0 for t in events.tables}
+
+    async def run(self, *, stop: asyncio.Event, done: asyncio.Event, finish: bool = False) -> None:
+        """Backfill chunk after chunk until every table is caught up, then look again now and
+        then (a rollback or an earlier start block makes new work), until `stop`, or `done`
+        (sync ended). With `finish` (`sync --to`), once sync ended, go on until caught up."""
+        while not stop.is_set():
+            if done.is_set() and not finish:
+                return
+            try:
+                worked = await self.step()
+            except (errors.StoreUnavailable, errors.StoreDenied) as exc:
+                logger.warning(
+                    "%s: event backfill waits: %s", self.name, exc,
+                    extra={"chain": self.name, "action": "event_backfill"},
+                )  # fmt: skip
+                worked = False
+            if worked:
+                await asyncio.sleep(0)  # let sync's batches through between chunks
+                continue
+            if done.is_set():
+                return  # caught up, and sync has ended
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(done.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=IDLE_SECS, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def step(self) -> bool:
+        """Backfill one chunk of the first table that needs one; False when none does."""
+        for table in self.events.tables:
+            if await self._chunk(table):
+                return True
+        return False
+
+    async def _chunk(self, table: EventTable) -> bool:
+        sink = self._sinks[table.name]
+        started = time.monotonic()
+        action = f"backfill event table {table.name} of {self.name}"
+        async with self._store.connection(action) as conn, conn.transaction():
+            cur = conn.cursor()
+            await lock_chain_writes(cur, self.chain)
+            await cur.execute(Q["event_registry_lock"], {"chain": self.chain, "table": table.name})
+            row = await cur.fetchone()
+            if row is None or row[2] is None:
+                return False  # not attached (yet, or any more)
+            live_from, backfilled_to = int(row[2]), int(row[3])
+            target = live_from - 1
+            self.backfilled_to[table.name] = backfilled_to
+            self.pending_blocks[table.name] = max(0, target - backfilled_to)
+            if backfilled_to >= target:
+                return False
+            low = backfilled_to + 1
+            high = min(target, low + self._span[table.name] - 1)
+            logs = await _stored_logs(conn, self.chain, table, low, high)
+            rows, skipped = await asyncio.to_thread(table.rows_of_logs, logs)
+            await sink.rewrite(cur, self.chain, low=low, high=high, rows=rows, skipped=skipped)
+        self.backfilled_to[table.name] = high
+        self.pending_blocks[table.name] = max(0, target - high)
+        self.rows_written[table.name] += len(rows)
+        span = high - low + 1
+        self._span[table.name] = _next_span(span, len(logs))
+        logger.debug(
+            "%s: %s backfilled %d-%d: %d rows, %d undecodable (%.2fs)",
+            self.name, table.name, low, high, len(rows), len(skipped),
+            time.monotonic() - started,
+            extra={"chain": self.name, "height": high, "action": "event_backfill"},
+        )  # fmt: skip
+        if high == target:
+            logger.info(
+                "%s: event table %s backfilled up to %s: synced with the head",
+                self.name, table.name, f"{high:,d}",
+                extra={"chain": self.name, "height": high, "action": "event_backfilled"},
+            )  # fmt: skip
+        return True
+
+
+def _next_span(span: int, logs: int) -> int:
+    """The next chunk's heights, aiming at `TARGET_LOGS` logs (at most doubling)."""
+    if logs <= 0:
+        return min(MAX_SPAN, span * 2)
+    return max(1, min(MAX_SPAN, span * 2, span * TARGET_LOGS // logs))
+
+
+async def _stored_logs(
+    conn: Any, chain: int, table: EventTable, low: int, high: int
+) -> list[LogRow]:
+    params: dict[str, Any] = {"chain": chain, "low": low, "high": high}
+    if table.topic0 is None:
+        query = Q["logs_with_topic_count"]
+        params["count"] = table.topic_count
+    else:
+        query = Q["logs_with_topic0"]
+        params["topic0"] = table.topic0
+    cur = conn.cursor(binary=True)
+    await cur.execute(query, params)
+    return [
+        (int(n), int(i), int(t), bytes(h), bytes(a), tuple(map(bytes, topics)), bytes(d))
+        for n, i, t, h, a, topics, d in await cur.fetchall()
+    ]

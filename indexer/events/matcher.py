@@ -1,0 +1,139 @@
+"""One chain's event tables at work: which logs belong to which table, decoded into rows.
+
+`EventSet.attach(blocks)` runs on validated batches, before they are written (sync and gap
+repair): for each block at or above a table's `start_block`, every log whose first topic is
+the event's topic0 (and whose contract is one of the table's addresses, if it names any) is
+decoded by the event's compiled decoder (`decoder.EventDecoder`) into a row of the table;
+the rows ride along in `Block.rows` under the table's name and go to the database through
+the table's sink, in the batch's transaction. A log that has the topic but is not an
+instance of the event (an ERC-721 Transfer under an ERC-20 Transfer table) is skipped and
+recorded (`Rows.skipped`, stored in `event_undecodable`), never a wrong row. `rows_of_logs`
+does the same for stored logs (the backfill). Both read logs in one shape: (block_number,
+log_index, tx_index, tx_hash, address, topics, data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from indexer import _rows, tables
+from indexer.config import EventConfig
+from indexer.events import schema
+from indexer.events.decoder import EventDecoder, Undecodable
+from indexer.models import Block, Rows
+
+LogRow = tuple[int, int, int, bytes, bytes, tuple[bytes, ...], bytes]
+
+
+def _raw_json(text: str) -> str:
+    return text
+
+
+class EventTable:
+    """One configured event on one chain: its table, decoder and filter."""
+
+    def __init__(self, entry: EventConfig, *, start_block: int) -> None:
+        self.entry = entry
+        self.table: tables.Table = schema.table_of(entry)
+        self.name = entry.table
+        event = entry.decl
+        self.decode = EventDecoder(event).decode
+        self.anonymous = event.anonymous
+        self.topic0: bytes | None = None if event.anonymous else event.topic0
+        self.topic_count = event.topic_count
+        self.addresses = entry.addresses
+        self.start_block = entry.start_block if entry.start_block is not None else start_block
+        self.signature = event.declaration
+        self._jsonb = tuple(
+            i for i, column in enumerate(event.columns) if column.pg_type == "jsonb"
+        )
+
+    def row(self, log: LogRow) -> tuple[Any, ...] | None:
+        """`log` as a row of this table (`chain` left out); None if it does not decode."""
+        number, log_index, tx_index, tx_hash, address, topics, data = log
+        try:
+            values = self.decode(topics, data)
+        except Undecodable:
+            return None
+        if self._jsonb:
+            listed: list[Any] = list(values)
+            for i in self._jsonb:  # JSON text, sent as it is
+                listed[i] = Jsonb(listed[i], dumps=_raw_json)
+            return (number, log_index, tx_index, tx_hash, address, *listed)
+        return (number, log_index, tx_index, tx_hash, address, *values)
+
+    def takes(self, log: LogRow) -> bool:
+        """Whether `log` is this table's to decode (topic and contract; not its shape)."""
+        topics = log[5]
+        if self.anonymous:
+            if len(topics) != self.topic_count:
+                return False
+        elif not topics or topics[0] != self.topic0:
+            return False
+        return self.addresses is None or log[4] in self.addresses
+
+    def rows_of_logs(
+        self, logs: Iterable[LogRow]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, int]]]:
+        """The rows of the logs this table takes, and the (block_number, log_index) of
+        those that did not decode."""
+        rows: list[tuple[Any, ...]] = []
+        skipped: list[tuple[int, int]] = []
+        for log in logs:
+            if not self.takes(log):
+                continue
+            row = self.row(log)
+            if row is None:
+                skipped.append((log[0], log[1]))
+            else:
+                rows.append(row)
+        return rows, skipped
+
+
+class EventSet:
+    """The event tables of one chain (possibly none)."""
+
+    def __init__(self, entries: Sequence[EventConfig], *, start_block: int) -> None:
+        self.tables = tuple(EventTable(e, start_block=start_block) for e in entries)
+        self._topic0s = frozenset(t.topic0 for t in self.tables if t.topic0 is not None)
+        self._any_anonymous = any(t.anonymous for t in self.tables)
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+    def attach(self, blocks: Sequence[Block]) -> list[Block]:
+        """`blocks` with the rows of every event table added (see the module docstring)."""
+        if not self.tables:
+            return list(blocks)
+        out = []
+        for block in blocks:
+            logs = _logs_of(block, None if self._any_anonymous else self._topic0s)
+            added: dict[str, Rows] = {}
+            for table in self.tables:
+                if block.number < table.start_block:
+                    continue
+                rows, skipped = table.rows_of_logs(logs)
+                if rows or skipped:
+                    added[table.name] = Rows(
+                        len(rows), values=tuple(rows), skipped=tuple(i for _, i in skipped)
+                    )
+            out.append(dataclasses.replace(block, rows={**block.rows, **added}) if added else block)
+        return out
+
+
+def _logs_of(block: Block, topic0s: frozenset[bytes] | None) -> list[LogRow]:
+    """The block's logs (only those whose first topic is in `topic0s`, unless None)."""
+    rows = block.rows.get(tables.LOGS.name)
+    if rows is None or not rows.count:
+        return []
+    if rows.encoded:
+        return _rows.log_rows(rows.encoded, topic0s)
+    found: list[LogRow] = []
+    for number, log_index, tx_index, tx_hash, address, topics, data in rows.values:
+        if topic0s is None or (topics and topics[0] in topic0s):
+            found.append((number, log_index, tx_index, tx_hash, address, tuple(topics), data))
+    return found
