@@ -61,8 +61,13 @@ class RpcError(SourceError):
 
     @property
     def fatal(self) -> bool:
-        """True when retrying cannot help: the method or its params are wrong for this node."""
-        return self.code in (-32700, -32600, -32601, -32602)
+        """True when retrying cannot help: the node lacks the method, or refuses its params.
+
+        Not -32700 (parse error) nor -32600 (invalid request): said of a request we built,
+        they are no verdict on it but a broken endpoint (or something between us and it),
+        which `chain/rpc.py` raises as `EndpointRefused`, failed over.
+        """
+        return self.code in (-32601, -32602)
 
 
 class BatchTooLarge(SourceError):
@@ -71,6 +76,15 @@ class BatchTooLarge(SourceError):
 
 class ResponseCorrupted(SourceError):
     """Chain source answered with malformed or inconsistent data."""
+
+
+class EndpointRefused(ResponseCorrupted):
+    """The endpoint refuses what a healthy node answers: our credentials (HTTP 401/403), or a
+    valid request it calls unparsable or invalid (JSON-RPC -32700/-32600).
+
+    Failed over like a wrong answer; when every endpoint says it, the chain is stuck on a
+    refused answer (said, retried with capped backoff), never an exit.
+    """
 
 
 class InvalidHeader(ResponseCorrupted):

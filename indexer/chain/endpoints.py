@@ -10,7 +10,8 @@ and Electrum alike (each transport sets the numbers in its `Policy`):
   per failure, up to `max_cooldown_secs`; then one probe at a time (half open) until one
   succeeds. A failure while an endpoint is already open does not count again (attempts that
   were in flight together fail together);
-- wrong answers (`ResponseCorrupted`): counted like any failure, or, with
+- wrong answers (`ResponseCorrupted`, and `EndpointRefused`: a wrong API key, a parse error
+  or invalid request in answer to a valid one): counted like any failure, or, with
   `corrupt_cooldown_secs`, the endpoint is dropped for that long at once and logged;
 - Retry-After: an error that carries `retry_after_secs` keeps the endpoint out that long;
 - bans: an endpoint on another chain or behind another certificate than pinned

@@ -2,11 +2,20 @@
 
 This is the boundary where aiohttp and transport errors become `errors.Source*`:
 - unreachable, timed out, HTTP 429 / 5xx  -> `SourceTransient` (retried here, next endpoint);
+  a connect that does not complete (a black hole: nothing accepts, nothing refuses) is said
+  as such, "no connection within Ns (connect timeout)", after at most `CONNECT_TIMEOUT_SECS`
+  or the request timeout if that is shorter;
 - malformed JSON, wrong ids, missing batch items -> `ResponseCorrupted` (retried here too:
   the next endpoint may answer properly; the caller refetches if it keeps happening);
-- a JSON-RPC error object -> `RpcError` (not retried here: the caller decides).
+- HTTP 401 / 403, and JSON-RPC -32700 (parse error) or -32600 (invalid request) in answer to
+  the valid requests we send -> `EndpointRefused`, a `ResponseCorrupted`: that endpoint, or
+  something between us and it, is broken (a wrong key, a mangling proxy), so it is failed
+  over like a wrong answer; what it means is said plainly, the URL only ever redacted;
+- any other JSON-RPC error object -> `RpcError` (not retried here: the caller decides).
 Several URLs are alternatives for the same chain: a failed attempt moves to the next one,
 by the policy of the endpoint pool every transport shares (`indexer.chain.endpoints`).
+Endpoints that did not answer at start are asked again every `RECHECK_INTERVAL_SECS`, in the
+background: one that still does not answer never holds up a request to the others.
 
 Memory: every answer is read against the chain's `budget.ByteBudget`, charged as its bytes
 arrive; reading stops and the answer is refused (`BatchTooLarge`: the pipeline asks for
@@ -23,6 +32,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -39,6 +49,15 @@ T = TypeVar("T")
 # The largest answer with the default budget (each client's is `budget.max_answer_bytes`).
 MAX_RESPONSE_BYTES = budget.max_answer_bytes(budget.DEFAULT_MAX_BYTES_IN_FLIGHT)
 RECHECK_INTERVAL_SECS = 60.0
+CONNECT_TIMEOUT_SECS = 10.0  # at most; the request timeout, if shorter, bounds it too
+
+# What an HTTP refusal means, said plainly: the status alone tells, whatever the body says.
+_REFUSED_STATUS = {
+    401: "the endpoint refused our credentials (check the key in the URL)",
+    403: "the endpoint denied access (check the key in the URL, and what it is allowed to call)",
+}
+# JSON-RPC errors that, in answer to the valid requests we send, mean a broken endpoint.
+_BROKEN_CODES = {-32700: "parse error", -32600: "invalid request"}
 
 
 class RpcClient:
@@ -71,23 +90,35 @@ class RpcClient:
             ),
         )
         self._timeout_secs = timeout_secs
+        self._connect_secs = min(timeout_secs, CONNECT_TIMEOUT_SECS)
         # Bytes in flight for this chain: answers being read and batches made from them.
         self.budget = budget.ByteBudget(max_bytes_in_flight, label=label)
         self.verifier: Callable[[str], Awaitable[None]] | None = None
         self._last_recheck = time.monotonic()
+        self._recheck: asyncio.Task[None] | None = None
         self._label = label
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> RpcClient:
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_create_start.append(_connecting)
+        tracing.on_connection_create_end.append(_connected)
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self._timeout_secs, sock_connect=10),
+            timeout=aiohttp.ClientTimeout(
+                total=self._timeout_secs, sock_connect=self._connect_secs
+            ),
             headers={"Content-Type": "application/json"},
             connector=aiohttp.TCPConnector(limit=64, enable_cleanup_closed=True),
+            trace_configs=[tracing],
         )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        recheck, self._recheck = self._recheck, None
+        if recheck is not None:
+            recheck.cancel()
+            await asyncio.gather(recheck, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -112,16 +143,36 @@ class RpcClient:
     def unverified_urls(self) -> list[str]:
         return [e.url for e in self.pool.endpoints if not e.verified and e.banned is None]
 
-    async def _recheck_due(self) -> None:
-        """Now and then, ask the verifier about endpoints that were unreachable at start."""
+    def _recheck_due(self) -> None:
+        """Now and then, ask the verifier about endpoints that were unreachable at start.
+
+        In a task of its own: an endpoint that still does not answer (a black hole keeps a
+        connect waiting for its timeout) must not hold up the request that found it due.
+        """
         if self.verifier is None or not self.unverified_urls():
+            return
+        if self._recheck is not None and not self._recheck.done():
             return
         now = time.monotonic()
         if now - self._last_recheck < RECHECK_INTERVAL_SECS:
             return
         self._last_recheck = now
+        self._recheck = asyncio.create_task(
+            self._recheck_all(self.verifier), name=f"{self._label}: endpoint recheck"
+        )
+
+    async def _recheck_all(self, verifier: Callable[[str], Awaitable[None]]) -> None:
         for url in self.unverified_urls():
-            await self.verifier(url)
+            try:
+                await verifier(url)
+            except Exception as exc:  # a bug of ours: said, not lost in a task nobody awaits
+                logger.error(
+                    "%s: endpoint recheck failed: unexpected %s: %s (please report it)",
+                    self._label,
+                    type(exc).__name__,
+                    exc,
+                    extra={"chain": self._label, "action": "unexpected"},
+                )
 
     # -- Public calls
 
@@ -177,7 +228,7 @@ class RpcClient:
         It is part of the attempt: its `ResponseCorrupted` fails the endpoint over.
         """
         if url is None:
-            await self._recheck_due()
+            self._recheck_due()
         return await self.pool.run(
             lambda endpoint: self._send(endpoint, calls, decode), url=url, attempts=attempts
         )
@@ -197,7 +248,7 @@ class RpcClient:
         ids, calls, url)` gets them back with its URL (never shown: redact it), e.g. to ask
         the same endpoint a second batch.
         """
-        await self._recheck_due()
+        self._recheck_due()
 
         async def attempt(endpoint: Endpoint) -> T:
             calls = build(endpoint.url)
@@ -227,11 +278,16 @@ class RpcClient:
         )
         where = endpoint.stats.url
         charge = self.budget.charge()
+        progress = _Progress()
         try:
             try:
                 async with asyncio.timeout(self._timeout_secs):
-                    raw = await self._post(endpoint.url, body, where, charge)
-            except TimeoutError as exc:
+                    raw = await self._post(endpoint.url, body, where, charge, progress)
+            except TimeoutError as exc:  # aiohttp's connect timeout is one too
+                if progress.connecting:
+                    raise errors.SourceTimeout(
+                        f"{where}: no connection within {self._connect_secs:g}s (connect timeout)"
+                    ) from exc
                 raise errors.SourceTimeout(
                     f"{where}: no answer within {self._timeout_secs:g}s"
                 ) from exc
@@ -253,9 +309,11 @@ class RpcClient:
             hold.keep(charge)  # the prefetched batch stays charged until the writer is done
         return result
 
-    async def _post(self, url: str, body: bytes, where: str, charge: budget.Charge) -> bytes:
+    async def _post(
+        self, url: str, body: bytes, where: str, charge: budget.Charge, progress: _Progress
+    ) -> bytes:
         assert self._session is not None
-        async with self._session.post(url, data=body) as resp:
+        async with self._session.post(url, data=body, trace_request_ctx=progress) as resp:
             if resp.status == 429 or resp.status >= 500:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 if resp.status == 429 and retry_after is None:
@@ -265,9 +323,41 @@ class RpcClient:
                 )
             if resp.status == 413:
                 raise errors.BatchTooLarge(f"{where}: HTTP 413 (request too large)")
+            if resp.status in _REFUSED_STATUS:
+                raise errors.EndpointRefused(
+                    f"{where}: HTTP {resp.status}: {_REFUSED_STATUS[resp.status]}"
+                )
             if resp.status != 200:
                 raise errors.SourceError(f"{where}: HTTP {resp.status}")
             return await _read_body(resp, charge, where)
+
+
+class _Progress:
+    """How far one request got, as aiohttp's tracing tells: a timeout while it is still
+    connecting is a connect timeout."""
+
+    __slots__ = ("connecting",)
+
+    def __init__(self) -> None:
+        self.connecting = False
+
+
+async def _connecting(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionCreateStartParams,
+) -> None:
+    if isinstance(context.trace_request_ctx, _Progress):
+        context.trace_request_ctx.connecting = True
+
+
+async def _connected(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionCreateEndParams,
+) -> None:
+    if isinstance(context.trace_request_ctx, _Progress):
+        context.trace_request_ctx.connecting = False
 
 
 async def _read_body(resp: aiohttp.ClientResponse, charge: budget.Charge, where: str) -> bytes:
@@ -339,6 +429,13 @@ def results_of(
     return _match(payload, ids, calls, where)
 
 
+def _broken(where: str, code: int, message: str, what: str) -> errors.EndpointRefused:
+    return errors.EndpointRefused(
+        f"{where}: JSON-RPC {code} ({_BROKEN_CODES[code]}) in answer to {what}, a valid "
+        f"request: the endpoint, or something between us and it, is broken ({message!r})"
+    )
+
+
 def _too_large(code: Any, message: Any) -> bool:
     return code == -32003 or (isinstance(message, str) and "too large" in message.lower())
 
@@ -362,15 +459,19 @@ def _match(
     """Pair a batch response with its requests by id; every id exactly once."""
     if isinstance(payload, dict) and "error" in payload:
         # A node that rejects the whole batch answers with one error object: with several
-        # items, that is a batch limit (geth, Erigon, Besu, providers all answer so).
+        # items, that is a batch limit (geth, Erigon, Besu, providers all answer so, with
+        # -32600 or a code of their own), unless it is a parse error: a body the node could
+        # not read at all, whose ids it could not know (JSON-RPC 2.0, section 5).
         err = payload["error"] if isinstance(payload["error"], dict) else {}
         message = str(err.get("message", "?"))[:200]
+        given = err.get("code")
+        rejected = given if isinstance(given, int) else 0
+        if rejected == -32700 or (rejected in _BROKEN_CODES and len(calls) == 1):
+            what = calls[0][0] if len(calls) == 1 else f"a batch of {len(calls)} calls"
+            raise _broken(where, rejected, message, what)
         if len(calls) > 1:
             raise errors.BatchTooLarge(f"{where}: batch of {len(calls)} rejected: {message}")
-        raise errors.RpcError(
-            f"{where}: request rejected: {message}",
-            code=int(err.get("code", 0)) if isinstance(err.get("code"), int) else 0,
-        )
+        raise errors.RpcError(f"{where}: request rejected: {message}", code=rejected)
     if not isinstance(payload, list):
         raise errors.ResponseCorrupted(f"{where}: batch response is not a list")
     by_id: dict[int, dict[str, Any]] = {}
@@ -394,6 +495,8 @@ def _match(
             if len(calls) > 1 and _too_large(code, err.get("message")):
                 # geth answers items past its response-size limit with -32003.
                 raise errors.BatchTooLarge(f"{where}: batch of {len(calls)} answered too large")
+            if code in _BROKEN_CODES:
+                raise _broken(where, code, str(err.get("message", "?"))[:200], method)
             raise errors.RpcError(
                 f"{where}: {method} failed: {str(err.get('message', '?'))[:200]}",
                 code=code if isinstance(code, int) else 0,

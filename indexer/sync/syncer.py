@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Failures in a row of every endpoint after which the chain says it is waiting for its node.
+NODE_UNREADY_AFTER_FAILURES = 3
+
 # How often the writer lock is checked while idle (a session killed under an idle daemon is
 # noticed within this long, and the lock taken again).
 LOCK_HEARTBEAT_SECS = 2.0
@@ -153,12 +156,22 @@ class ChainSyncer:
                 except _Stopped:
                     break
                 except errors.RpcError as exc:
-                    if exc.fatal:
-                        raise
-                    await self._back_off(exc)
+                    if not exc.fatal:
+                        await self._back_off(exc)
+                    elif self.to_height is not None:
+                        raise  # a one-shot run: say so and end
+                    else:
+                        # The node lacks a method we need, or refuses its params: only an
+                        # operator can fix that (another node, its API enabled), and a
+                        # restart would not; the chain halts, tried again now and then.
+                        await self._denied(exc, fix="an operator points it at a node that has it")
                 except (errors.ResponseCorrupted, errors.BrokenBatch) as exc:
                     await self._refused(exc)
                 except (errors.SourceError, errors.ReorgNotConfirmed) as exc:
+                    if self._backoff.failures + 1 >= NODE_UNREADY_AFTER_FAILURES:
+                        # No endpoint answers (down, a black hole, rate limited): not ready,
+                        # whatever the head last seen says, until a step goes through.
+                        self.state.waiting = f"node: {exc}"
                     await self._back_off(exc)
                 except errors.WriterLockLost:
                     self._stale = True  # read the checkpoint again, then go on
@@ -398,17 +411,21 @@ class ChainSyncer:
                 extra={**self._log, "action": "resumed"},
             )
 
-    async def _denied(self, exc: errors.StoreDenied) -> None:
-        """Halt this chain until an operator grants what is missing; try again now and then."""
+    async def _denied(
+        self, exc: errors.IndexerError, *, fix: str = "an operator grants it"
+    ) -> None:
+        """Halt this chain until an operator fixes what is missing (a privilege, a node's
+        method); try again now and then."""
         now = time.monotonic()
         self.state.halted = f"{exc} (tried again every {DENIED_RECHECK_SECS:g}s)"
         if self._denied_logged_at is None or now - self._denied_logged_at >= DENIED_LOG_SECS:
             self._denied_logged_at = now
             logger.error(
-                "%s: halted: %s; nothing is written until an operator grants it (tried again "
-                "every %gs, no restart needed)",
+                "%s: halted: %s; nothing is written until %s (tried again every %gs, no "
+                "restart needed)",
                 self.cfg.name,
                 exc,
+                fix,
                 DENIED_RECHECK_SECS,
                 extra={**self._log, "action": "halted"},
             )

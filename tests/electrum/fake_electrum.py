@@ -4,7 +4,7 @@
 asyncio TCP, optionally TLS) to serve a list of raw headers, and injects the `Faults` a test
 sets: bad proof of work, a header that does not link, a lying `count`, another genesis,
 silence mid-request, padding and notifications, requests from the server, answers that
-change between chunks, replies to ids never sent.
+change between chunks, replies to ids never sent, a flood of notifications.
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ class Faults:
     switch_to: list[bytes] | None = None  # serve this chain after the first chunk
     reply_delay_secs: float = 0.0
     bogus_id: bool = False  # answer with an id that was never sent
+    # Notifications sent before every header chunk: the tip header (blockchain.headers.
+    # subscribe) and methods the client never asked for, alternately (D6).
+    flood: int = 0
 
 
 class FakeElectrum:
@@ -104,6 +107,8 @@ class FakeElectrum:
         self.in_flight = 0
         self.max_in_flight = 0
         self.connections = 0
+        self.flooded = 0  # notifications sent by `Faults.flood`, and their bytes
+        self.flooded_bytes = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,12 +182,37 @@ class FakeElectrum:
             writer.write(NOTIFICATION)
         if self.faults.send_request:
             writer.write(b'{"jsonrpc":"2.0","id":99,"method":"client.exploit","params":[]}\n')
+        if self.faults.flood and method == "blockchain.block.headers":
+            await self._flood(writer)
         if method in self.faults.half_line:
             writer.write(data[: len(data) // 2])
         else:
             writer.write(data + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()
+
+    async def _flood(self, writer: asyncio.StreamWriter) -> None:
+        """`Faults.flood` notifications, a thousand at a time, each once the transport took the
+        last (this server's buffer stays small: what piles up is the client's to bound)."""
+        tip = len(self.chain) - 1 if self.faults.tip is None else self.faults.tip
+        header = {"height": tip, "hex": self.chain[tip].hex()}
+        head, unknown = (
+            orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params}) + b"\n"
+            for method, params in (
+                ("blockchain.headers.subscribe", [header]),
+                ("blockchain.flood.unknown", ["never asked for"]),
+            )
+        )
+        left = self.faults.flood
+        while left > 0 and not writer.is_closing():
+            count = min(1000, left)
+            lines = (head + unknown) * (count // 2) + head * (count % 2)
+            writer.write(lines)
+            left -= count
+            self.flooded += count
+            self.flooded_bytes += len(lines)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
 
     def _result(self, method: str, params: list[Any]) -> dict[str, Any]:
         chain = self.chain

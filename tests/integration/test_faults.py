@@ -120,10 +120,13 @@ CASES = [
     Case("http_500", BLOCK),
     Case("http_503", BLOCK, times=2),
     Case("http_429", BLOCK, params={"retry_after": 1}),
+    Case("http_401", BLOCK),  # a wrong API key, once (test_node_faults: one that stays)
+    Case("http_403", BLOCK),
     Case("timeout", BLOCK, params={"delay": 30.0}, chain_keys=_DEADLINE),
     Case("slow_body", BLOCK, params={"delay": 0.05}, chain_keys=_DEADLINE),
     Case("malformed_json", BLOCK, times=2),
     Case("truncated_json", BLOCK),
+    Case("rpc_parse_error", BLOCK),  # -32700 to the whole batch, once
     Case("rpc_error", LOGS, times=2, chain_keys=_GET_LOGS),  # -32000: the node failed
     Case("wrong_id", BLOCK),
     Case("missing_item", LOGS, chain_keys=_GET_LOGS),

@@ -24,6 +24,7 @@ import orjson
 _T = TypeVar("_T")
 
 _HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body>oops</body></html>"
+_JSON_401 = '{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Must be authenticated!"}}'
 
 
 # -- Armed faults
@@ -186,6 +187,16 @@ def _timeout(fault: Fault) -> Answer:
 
 def _malformed_json(fault: Fault) -> Answer:
     return Answer(200, fault.params["body"].encode())
+
+
+def _parse_error(fault: Fault) -> Answer:
+    """What a node answers a body it cannot parse: one error object with id null for the whole
+    request, as geth does and JSON-RPC 2.0 (section 5) requires: a server that cannot parse
+    the body cannot know its ids, nor whether it was a batch. Our request was valid, so
+    something between us and the node (a proxy, a load balancer) mangled it, or the endpoint
+    is broken."""
+    error = {"code": -32700, "message": fault.params["message"]}
+    return Answer(200, orjson.dumps({"jsonrpc": "2.0", "id": None, "error": error}))
 
 
 # -- Fault kinds: `after` rewrites upstream's answer
@@ -440,8 +451,14 @@ KINDS: Mapping[str, Kind] = {
     "http_429": Kind(
         {"retry_after": 1, "body": "Too Many Requests\n"}, before=_http_error(429, "text/plain")
     ),
+    # A wrong API key: a 401 with a JSON-RPC error body, a 403 with a line of text.
+    "http_401": Kind({"body": _JSON_401}, before=_http_error(401, "application/json")),
+    "http_403": Kind(
+        {"body": "rejected due to project ID settings\n"}, before=_http_error(403, "text/plain")
+    ),
     "timeout": Kind({"delay": 60.0}, before=_timeout),
     "malformed_json": Kind({"body": "<html>not json</html>"}, before=_malformed_json),
+    "rpc_parse_error": Kind({"message": "parse error"}, before=_parse_error),
     "slow_body": Kind({"delay": 0.1, "chunk_bytes": 1}, after=_slow_body),
     "batch_limit": Kind({"max_items": 10}, after=_batch_limit),
     "truncated_json": Kind({}, after=_truncated_json),
