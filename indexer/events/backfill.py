@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from indexer import errors
 from indexer.events.matcher import EventSet, EventTable, LogRow
@@ -143,9 +143,6 @@ async def _stored_logs(
     else:
         query = Q["logs_with_topic0"]
         params["topic0"] = table.topic0
-    cur = conn.cursor(binary=True)
+    cur = conn.cursor(binary=True)  # ints, bytes, and topics a list of bytes: as they are
     await cur.execute(query, params)
-    return [
-        (int(n), int(i), int(t), bytes(h), bytes(a), tuple(map(bytes, topics)), bytes(d))
-        for n, i, t, h, a, topics, d in await cur.fetchall()
-    ]
+    return cast(list[LogRow], await cur.fetchall())

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from psycopg.types.json import Jsonb
 
@@ -26,7 +26,7 @@ from indexer.events import schema
 from indexer.events.decoder import EventDecoder, Undecodable
 from indexer.models import Block, Rows
 
-LogRow = tuple[int, int, int, bytes, bytes, tuple[bytes, ...], bytes]
+LogRow = tuple[int, int, int, bytes, bytes, Sequence[bytes], bytes]
 
 
 def _raw_json(text: str) -> str:
@@ -131,9 +131,9 @@ def _logs_of(block: Block, topic0s: frozenset[bytes] | None) -> list[LogRow]:
     if rows is None or not rows.count:
         return []
     if rows.encoded:
-        return _rows.log_rows(rows.encoded, topic0s)
+        return cast(list[LogRow], _rows.log_rows(rows.encoded, topic0s))
     found: list[LogRow] = []
     for number, log_index, tx_index, tx_hash, address, topics, data in rows.values:
         if topic0s is None or (topics and topics[0] in topic0s):
-            found.append((number, log_index, tx_index, tx_hash, address, tuple(topics), data))
+            found.append((number, log_index, tx_index, tx_hash, address, topics, data))
     return found
