@@ -1,18 +1,20 @@
-"""Soak, hostile world: a node that alternates good answers with huge or endless bodies.
+"""Soak, hostile world: a node that alternates good answers with huge or endless bodies, values
+no column holds, and lies.
 
 Starts anvil mining a block every second with traffic, plus a burst of `BURST_BLOCKS` empty
 blocks every `BURST_SECS` (so that the indexer keeps backfilling in batches as well as
 following the head); a `HostileNode` in front of it that answers, instead of the node, with a
 300 MB body (announced, chunked with no Content-Length, delimited by the connection's end, or
-never ending): every request for more than one block, and each single-block request with
-probability `--hostile`; and `indexer sync` (a subprocess, default settings: batches of 100,
-four prefetched, the 512 MiB budget) following the head through it into a fresh database.
-Batches shrink to one block, grow back after 16 whole ones, are refused again; single
-blocks are refused now and then. For `--minutes` it samples the indexer's RSS every 0.2 s;
-then the node turns honest, the indexer catches up with the head, and the stored chain is
-checked against the node. Reports RSS (first-minute median, last-minute median, peak), the
-hostile answers and bytes thrown at it, and the stored tip that equals the node's.
-`python -m benchmarks.soak_hostile --minutes 10`.
+never ending), or with its own answer made to hold a value no column holds or to lie (a
+changed transaction value, a flipped receipt status): every request for more than one block,
+and each single-block request with probability `--hostile`; and `indexer sync` (a
+subprocess, default settings: batches of 100, four prefetched, the 512 MiB budget) following
+the head through it into a fresh database. Batches shrink to one block, grow back after 16
+whole ones, are refused again; single blocks are refused now and then. For `--minutes` it
+samples the indexer's RSS every 0.2 s; then the node turns honest, the indexer catches up with
+the head, and the stored chain is checked against the node. Reports RSS (first-minute median,
+last-minute median, peak), the hostile answers of each kind and the bytes thrown at it, and
+the stored tip that equals the node's. `python -m benchmarks.soak_hostile --minutes 10`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import psycopg
 
 from indexer.devnet import traffic
 from indexer.devnet.anvil import Anvil
-from tests.support.hostile_node import HostileNode
+from tests.support.hostile_node import KINDS, MUTATIONS, HostileNode
 from tests.support.oracle import assert_equals_node, check_invariants
 
 PREFILL_BLOCKS = 500
@@ -87,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                 daemon=True,
             )
             feeder.start()
-            hostile = HostileNode(node.url, over_blocks=1, probability=args.hostile, seed=5)
+            hostile = HostileNode(
+                node.url, kinds=KINDS + MUTATIONS, over_blocks=1, probability=args.hostile, seed=5
+            )
             with hostile, tempfile.TemporaryDirectory() as tmp, open(args.log, "wb") as log:
                 config = Path(tmp) / "soak.toml"
                 config.write_text(
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         node.mine(BURST_BLOCKS)
                     time.sleep(0.2)
                 hostile_answers, sent = hostile.hostile_answers, hostile.hostile_bytes_sent
+                by_kind = dict(hostile.by_kind)
                 hostile.set_hostile(False)
                 stop.set()
                 feeder.join(timeout=30)
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = max(r for _, r in samples)
     print(
         f"hostile soak {args.minutes:g} min, {hostile_answers:,d} hostile answers "
-        f"({sent / 1e9:.1f} GB), exit {code}, stored tip {tip:,d} = node's "
+        f"({', '.join(f'{k} {n:,d}' for k, n in sorted(by_kind.items()))}; "
+        f"{sent / 1e9:.1f} GB), exit {code}, stored tip {tip:,d} = node's "
         f"(caught up in {catch_up_secs:.0f}s): RSS first-minute median {first / 1024:.0f} MiB, "
         f"last-minute median {last / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB"
     )

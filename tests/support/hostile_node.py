@@ -7,7 +7,14 @@ these answers instead of the node's, chosen at random (seeded):
 - `oversized`: `Content-Length` of `body_bytes` (300 MB by default), and that many bytes;
 - `chunked`: chunked transfer encoding, no `Content-Length`, `body_bytes` bytes in all;
 - `unframed`: neither, the body ends when the connection closes, after `body_bytes`;
-- `endless`: chunked, and it never ends (until the client goes away).
+- `endless`: chunked, and it never ends (until the client goes away);
+
+or, with the `MUTATIONS` among `kinds`, the node's own answer altered, well-formed:
+
+- `out_of_range`: every block of it says a value no column holds (a `size` of 0xffffffffff,
+  a transaction `type` of 0xffff, a `gasUsed` of 2^256 - 1, or a `timestamp` of 2^64 - 1);
+- `lie`: its first transaction's `value` is one more than it was (its hash no longer
+  recomputes), or its first receipt's `status` is flipped.
 
 Which block requests get one: all of them by default; with `over_blocks = k`, those that ask
 for more than k blocks (a node that cannot serve large batches: the indexer's batches shrink
@@ -34,7 +41,8 @@ import aiohttp
 import orjson
 
 KINDS = ("oversized", "chunked", "unframed", "endless")
-HOSTILE_METHODS = frozenset({"eth_getBlockByNumber", "eth_getLogs"})
+MUTATIONS = ("out_of_range", "lie")
+HOSTILE_METHODS = frozenset({"eth_getBlockByNumber", "eth_getLogs", "eth_getBlockReceipts"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _PIECE = b'[{"jsonrpc":"2.0","id":1,"result":"0x' + b"0" * (1024 * 1024 - 37)
 
@@ -56,9 +64,9 @@ class HostileNode:
         host = urllib.parse.urlsplit(upstream_url).hostname
         if host not in _LOOPBACK_HOSTS:
             raise ValueError(f"upstream must be on loopback, got host {host!r}")
-        unknown = set(kinds) - set(KINDS)
+        unknown = set(kinds) - set(KINDS) - set(MUTATIONS)
         if unknown or not kinds or (every is not None and every < 1):
-            raise ValueError(f"kinds must be some of {KINDS}, every >= 1")
+            raise ValueError(f"kinds must be some of {KINDS + MUTATIONS}, every >= 1")
         self.upstream_url = upstream_url
         self.kinds = tuple(kinds)
         self.every = every
@@ -70,6 +78,7 @@ class HostileNode:
         self._hostile = True
         self._block_requests = 0
         self.hostile_answers = 0  # hostile answers begun
+        self.by_kind: dict[str, int] = {}
         self.honest_answers = 0
         self.hostile_bytes_sent = 0
         self.log: list[tuple[float, str, tuple[str, ...]]] = []  # (monotonic, answer, methods)
@@ -161,8 +170,8 @@ class HostileNode:
                 length = int(value.strip())
         body = await reader.readexactly(length)
         kind = self._hostile_kind(body)
-        if kind is None:
-            await self._forward(body, writer)
+        if kind is None or kind in MUTATIONS:
+            await self._forward(body, writer, mutate=kind)
             return True
         await self._hostile_answer(kind, writer)
         return False
@@ -182,6 +191,7 @@ class HostileNode:
                 if self._hostile and self._picks(asked.count("eth_getBlockByNumber")):
                     kind = self._rng.choice(self.kinds)
                     self.hostile_answers += 1
+                    self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
                     self._cond.notify_all()
             self.log.append((time.monotonic(), kind or "forwarded", methods))
             return kind
@@ -197,12 +207,16 @@ class HostileNode:
             rules.append(self._rng.random() < self.probability)
         return any(rules) if rules else True
 
-    async def _forward(self, body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _forward(
+        self, body: bytes, writer: asyncio.StreamWriter, *, mutate: str | None = None
+    ) -> None:
         assert self._session is not None
         headers = {"Content-Type": "application/json"}
         async with self._session.post(self.upstream_url, data=body, headers=headers) as resp:
             answer = await resp.read()
             status = resp.status
+        if mutate is not None and status == 200:
+            answer = self._mutated(mutate, answer)
         writer.write(
             f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(answer)}\r\n\r\n".encode()
@@ -211,6 +225,34 @@ class HostileNode:
         await writer.drain()
         with self._cond:
             self.honest_answers += 1
+
+    def _mutated(self, kind: str, answer: bytes) -> bytes:
+        """The node's `answer` with a well-formed value no column holds, or a lie."""
+        payload = orjson.loads(answer)
+        items = payload if isinstance(payload, list) else [payload]
+        results = [i.get("result") for i in items if isinstance(i, dict)]
+        blocks = [r for r in results if isinstance(r, dict) and "parentHash" in r]
+        receipts = [r for rs in results if isinstance(rs, list) for r in rs
+                    if isinstance(r, dict) and "status" in r]  # fmt: skip
+        with self._cond:
+            choice = self._rng.randrange(4)
+        if kind == "out_of_range":
+            for block in blocks:
+                txs = [t for t in block.get("transactions", ()) if isinstance(t, dict)]
+                if choice == 1 and txs:
+                    txs[0]["type"] = "0xffff"
+                else:
+                    key, value = [("size", "0xffffffffff"), ("size", "0xffffffffff"),
+                                  ("gasUsed", hex(2**256 - 1)),
+                                  ("timestamp", hex(2**64 - 1))][choice]  # fmt: skip
+                    block[key] = value
+        else:
+            txs = [t for b in blocks for t in b.get("transactions", ()) if isinstance(t, dict)]
+            if txs and (choice % 2 == 0 or not receipts):
+                txs[0]["value"] = hex(int(txs[0]["value"], 16) + 1)
+            elif receipts:
+                receipts[0]["status"] = "0x0" if receipts[0]["status"] == "0x1" else "0x1"
+        return orjson.dumps(payload)
 
     async def _hostile_answer(self, kind: str, writer: asyncio.StreamWriter) -> None:
         framing = {
