@@ -21,10 +21,11 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from indexer import errors, redact
-from indexer.chain import budget
+from indexer.chain import btc_headers, budget
 from indexer.events import abi as events_abi
 from indexer.events import declarations
 from indexer.models import MAX_HEIGHT
+from indexer.wallets import keys as wallet_keys
 
 DEFAULT_CONFIG_PATH = Path("config/indexer.toml")
 ENV_CONFIG = "INDEXER_CONFIG"
@@ -216,6 +217,8 @@ RESERVED_TABLES = frozenset(
         "schema_migrations", "chains", "checkpoints", "blocks", "transactions", "logs",
         "receipts", "withdrawals", "reorgs", "gap_failures", "block_ranges", "gaps",
         "coverage", "chain_ranges", "event_registry", "event_tables", "event_undecodable",
+        "wallets", "wallet_scripts", "wallet_history", "wallet_transactions", "wallet_inputs",
+        "wallet_outputs", "wallet_balances", "wallet_utxos",
     }
 )  # fmt: skip
 
@@ -307,12 +310,69 @@ class EventConfig(_Model):
         return frozenset(bytes.fromhex(a[2:]) for a in self.address)
 
 
+class WalletConfig(_Model):
+    """One `[[wallets]]` entry: addresses and descriptors watched on one Electrum chain."""
+
+    chain: str
+    name: str = Field(max_length=63)
+    addresses: tuple[str, ...] = Field(default=(), strict=False)
+    descriptors: tuple[str, ...] = Field(default=(), strict=False, repr=False)
+    gap_limit: int = Field(default=20, ge=1, le=1000)
+    # Filled by Config's check, which knows the chain's network.
+    _scripts: tuple[wallet_keys.Script, ...] = PrivateAttr(default=())
+    _branches: tuple[wallet_keys.Branch, ...] = PrivateAttr(default=())
+    _network: str = PrivateAttr(default="")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ValueError("must match [a-z0-9_-]+")
+        return name
+
+    def resolve(self, where: str, network: str) -> None:
+        """Turn addresses and descriptors into scripts of `network`; raise naming the key."""
+        if not self.addresses and not self.descriptors:
+            raise ValueError(f"{where}: give `addresses`, `descriptors` or both")
+        scripts: list[wallet_keys.Script] = []
+        branches: list[wallet_keys.Branch] = []
+        for i, address in enumerate(self.addresses):
+            try:
+                scripts.append(wallet_keys.address_script(address, network))
+            except wallet_keys.KeyError_ as exc:
+                raise ValueError(f"{where}.addresses[{i}]: {exc}") from None
+        for i, text in enumerate(self.descriptors):
+            try:
+                parsed = wallet_keys.parse_descriptor(text, i, network)
+            except wallet_keys.KeyError_ as exc:
+                raise ValueError(f"{where}.descriptors[{i}]: {exc}") from None
+            if parsed.fixed is not None:
+                scripts.append(parsed.fixed)
+            branches.extend(parsed.branches)
+        self._scripts, self._branches, self._network = tuple(scripts), tuple(branches), network
+
+    @property
+    def fixed_scripts(self) -> tuple[wallet_keys.Script, ...]:
+        """The scripts of `addresses` and of descriptors without a range."""
+        return self._scripts
+
+    @property
+    def branches(self) -> tuple[wallet_keys.Branch, ...]:
+        """The derivation chains of ranged descriptors."""
+        return self._branches
+
+    @property
+    def network(self) -> str:
+        return self._network
+
+
 class Config(_Model):
     database: DatabaseConfig
     http: HttpConfig | None = None
     service: ServiceConfig = ServiceConfig()
     chains: tuple[AnyChainConfig, ...] = Field(strict=False)
     events: tuple[EventConfig, ...] = Field(default=(), strict=False)
+    wallets: tuple[WalletConfig, ...] = Field(default=(), strict=False)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -344,6 +404,36 @@ class Config(_Model):
                 raise ValueError(f"events[{i}].table: {entry.table!r} is already an event table")
             tables.add(entry.table)
         return self
+
+    @model_validator(mode="after")
+    def _wallets(self) -> Config:
+        chains = {c.name: c for c in self.chains}
+        seen: set[tuple[str, str]] = set()
+        for i, wallet in enumerate(self.wallets):
+            chain = chains.get(wallet.chain)
+            if chain is None:
+                raise ValueError(f"wallets[{i}].chain: no chain named {wallet.chain!r}")
+            if not isinstance(chain, ElectrumChainConfig):
+                raise ValueError(
+                    f"wallets[{i}].chain: {wallet.chain!r} is not an Electrum (Bitcoin) chain"
+                )
+            network = btc_headers.network_for_genesis(
+                bytes.fromhex(chain.genesis_hash.removeprefix("0x"))
+            )
+            if network is None or network.name not in wallet_keys.EMBIT_NETWORKS:
+                raise ValueError(
+                    f"wallets[{i}].chain: the network of chain {wallet.chain!r} is not known "
+                    "(its genesis_hash is not mainnet's, testnet3's or regtest's)"
+                )
+            if (wallet.chain, wallet.name) in seen:
+                raise ValueError(f"wallets[{i}].name: {wallet.name!r} is already a wallet")
+            seen.add((wallet.chain, wallet.name))
+            wallet.resolve(f"wallets[{i}]", network.name)
+        return self
+
+    def wallets_of(self, chain: str) -> tuple[WalletConfig, ...]:
+        """The wallets of chain `chain`, in config order."""
+        return tuple(w for w in self.wallets if w.chain == chain)
 
     def events_of(self, chain: str) -> tuple[EventConfig, ...]:
         """The event tables of chain `chain`, in config order."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from indexer import errors, tables
 from indexer.chain import ChainSource, kinds
+from indexer.chain.electrum_servers import ElectrumServers
 from indexer.config import ChainConfig, Config
 from indexer.events.backfill import EventBackfiller
 from indexer.events.matcher import EventSet
@@ -26,11 +27,13 @@ from indexer.sdnotify import Notifier
 from indexer.store import Store
 from indexer.store.migrate import migrate
 from indexer.store.repairs import RepairStore
+from indexer.store.wallets import WalletStore
 from indexer.store.writer import ChainWriter
 from indexer.sync import retry
 from indexer.sync.gaps import GapRepairer
 from indexer.sync.progress import Progress
 from indexer.sync.syncer import ChainSyncer
+from indexer.wallets.syncer import WalletSyncer
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +113,8 @@ async def run_sync(
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(
-                        _run_chain(c.syncer, c.repairer, c.backfiller), name=f"chain-{c.name}"
+                        _run_chain(c.syncer, c.repairer, c.backfiller, c.wallets),
+                        name=f"chain-{c.name}",
                     )
                     for c in runtime.chains
                 ]
@@ -229,8 +233,20 @@ async def _build(
             backfiller = EventBackfiller(
                 store, chain=chain_id, name=chain.name, events=events, sinks=writer.sinks
             )
+        wallets = None
+        if cfg.wallets_of(chain.name):
+            assert isinstance(rpc, ElectrumServers)
+            wallets = WalletSyncer(
+                WalletStore(store, chain=chain_id, name=chain.name),
+                rpc,
+                cfg.wallets_of(chain.name),
+                name=chain.name,
+            )
+            await wallets.prepare()
         runtime.chains.append(
-            ChainRuntime(syncer=syncer, repairer=repairer, rpc=rpc, backfiller=backfiller)
+            ChainRuntime(
+                syncer=syncer, repairer=repairer, rpc=rpc, backfiller=backfiller, wallets=wallets
+            )
         )
     return runtime
 
@@ -270,10 +286,13 @@ async def _watchdog(runtime: Runtime, notifier: Notifier, *, stop: asyncio.Event
 
 
 async def _run_chain(
-    syncer: ChainSyncer, repairer: GapRepairer, backfiller: EventBackfiller | None = None
+    syncer: ChainSyncer,
+    repairer: GapRepairer,
+    backfiller: EventBackfiller | None = None,
+    wallets: WalletSyncer | None = None,
 ) -> int:
-    """Run a chain's syncer with its gap repairer (and event backfill) beside it; a halt
-    stops them all."""
+    """Run a chain's syncer with its gap repairer (and event backfill, and wallet sync)
+    beside it; a halt stops them all."""
     done = asyncio.Event()
 
     async def sync() -> None:
@@ -299,6 +318,13 @@ async def _run_chain(
                         stop=syncer.stop, done=done, finish=syncer.to_height is not None
                     ),
                     name=f"backfill-{syncer.cfg.name}",
+                )
+            if wallets is not None:
+                # With --to, the run ends once sync reached the height and every wallet is
+                # in sync with the servers; following, wallet sync stops with sync.
+                group.create_task(
+                    wallets.run(stop=syncer.stop, done=done, finish=syncer.to_height is not None),
+                    name=f"wallets-{syncer.cfg.name}",
                 )
     except* errors.ChainHalted as group_exc:
         first = group_exc.exceptions[0]

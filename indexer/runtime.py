@@ -12,6 +12,7 @@ from indexer.store import Store
 from indexer.sync.gaps import GapRepairer
 from indexer.sync.state import ChainState
 from indexer.sync.syncer import ChainSyncer
+from indexer.wallets.syncer import WalletSyncer
 
 
 @dataclass
@@ -20,6 +21,7 @@ class ChainRuntime:
     repairer: GapRepairer
     rpc: Client
     backfiller: EventBackfiller | None = None  # when the chain has event tables
+    wallets: WalletSyncer | None = None  # when the chain has wallets
 
     @property
     def name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,19 @@ async def collect(cfg: Config, names: Sequence[str]) -> list[dict[str, Any]]:
                         }
                         for e in await store.event_table_stats(chain.name)
                     ],
+                    "wallets": [
+                        {
+                            "wallet": w["wallet"],
+                            "scripts": int(w["scripts"]),
+                            "confirmed_transactions": int(w["confirmed"]),
+                            "unconfirmed_transactions": int(w["unconfirmed"]),
+                            "synced_at": w["synced_at"].isoformat() if w["synced_at"] else None,
+                            "lag_secs": None
+                            if w["synced_at"] is None
+                            else max(0, int(time.time() - w["synced_at"].timestamp())),
+                        }
+                        for w in await store.wallet_stats(chain.name)
+                    ],
                 }
             )
     return out
@@ -108,6 +122,17 @@ def render(rows: list[dict[str, Any]]) -> str:
             "retried with backoff, or `repair-gaps --retry-failed`)",
             f"  last reorg      {row['last_reorg'] or 'never'}",
         ]
+        for wallet in row.get("wallets", ()):
+            synced = (
+                "never synced"
+                if wallet["synced_at"] is None
+                else f"last in sync {wallet['synced_at']} ({wallet['lag_secs']:,d}s ago)"
+            )
+            lines.append(
+                f"  wallet {wallet['wallet']}: {wallet['scripts']:,d} scripts, "
+                f"{wallet['confirmed_transactions']:,d} confirmed and "
+                f"{wallet['unconfirmed_transactions']:,d} unconfirmed transactions; {synced}"
+            )
         for event in row.get("event_tables", ()):
             state = f"synced to {event['synced_to']:,d}"
             if event["backfill_pending_blocks"]:

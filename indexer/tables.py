@@ -389,6 +389,65 @@ WITHDRAWALS = Table(
 ALL: Final = (BLOCKS, TRANSACTIONS, RECEIPTS, LOGS, WITHDRAWALS)
 
 
+# -- Bitcoin wallets (migrations/0006_wallets.sql). Not written with blocks: a wallet's rows
+# come from its own sync (`indexer.wallets`), and a rollback turns those above the fork point
+# back to unconfirmed (`store.sinks.WalletSink`) instead of deleting them.
+
+WALLET = _c("wallet", TEXT)
+TXID = _c("txid", BYTEA, size=32)
+
+WALLET_HISTORY = Table(
+    "wallet_history",
+    (CHAIN, WALLET, _c("scripthash", BYTEA, size=32), TXID, _c("height", BIGINT, null=True)),
+    height="height",
+)
+WALLET_TRANSACTIONS = Table(
+    "wallet_transactions",
+    (
+        CHAIN,
+        WALLET,
+        TXID,
+        _c("height", BIGINT, null=True),
+        _c("block_hash", BYTEA, null=True, size=32),
+        _c("position", INTEGER, null=True),
+        _c("merkle_branch", BYTEA_ARRAY, null=True, size=32),
+        _c("raw", BYTEA),
+        _c("first_seen", TIMESTAMPTZ),
+    ),
+    height="height",
+)
+WALLET_INPUTS = Table(
+    "wallet_inputs",
+    (
+        CHAIN,
+        WALLET,
+        TXID,
+        _c("vin", INTEGER),
+        _c("prev_txid", BYTEA, size=32),
+        _c("prev_vout", BIGINT),
+        _c("height", BIGINT, null=True),
+    ),
+    height="height",
+)
+WALLET_OUTPUTS = Table(
+    "wallet_outputs",
+    (
+        CHAIN,
+        WALLET,
+        TXID,
+        _c("vout", INTEGER),
+        _c("address", TEXT),
+        _c("script", BYTEA),
+        _c("value", BIGINT),
+        _c("height", BIGINT, null=True),
+        _c("spent_txid", BYTEA, null=True, size=32),
+        _c("spent_height", BIGINT, null=True),
+    ),
+    height="height",
+)
+WALLET_TABLES: Final = (WALLET_HISTORY, WALLET_TRANSACTIONS, WALLET_INPUTS, WALLET_OUTPUTS)
+
+
 def copy_prefixes(chain: int) -> dict[str, bytes]:
     """Every table's COPY row prefix for `chain` (what a source's fast path is bound to)."""
     return {t.name: t.copy_prefix(chain) for t in ALL}

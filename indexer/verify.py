@@ -21,6 +21,8 @@ from indexer.config import ChainConfig, Config, EvmChainConfig
 from indexer.store import Store
 from indexer.store.migrate import migrate
 from indexer.store.stored import StoredChain
+from indexer.store.wallets import WalletStore
+from indexer.wallets import proof as wallet_proofs
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,49 @@ async def _rest_checks(
     return level
 
 
+async def _wallet_checks(
+    store: Store, chain_id: int, name: str, low: int, high: int, problems: Problems
+) -> int:
+    """Every stored confirmed wallet transaction: its bytes hash to its txid, its block is
+    the header stored at its height, and its merkle proof reaches that header's merkle
+    root; every stored output is the output of the stored transaction. Returns how many
+    transactions were checked."""
+    wallets = WalletStore(store, chain=chain_id, name=name)
+    rows = await wallets.confirmed_between(low, high)
+    for row in rows:
+        txid, height = bytes(row["txid"]), int(row["height"])
+        where = f"wallet {row['wallet']}: transaction {txid.hex()} at {height:,d}"
+        try:
+            parsed = wallet_proofs.parse_tx(bytes(row["raw"]), txid, where=where)
+            if row["header_hash"] is None:
+                raise errors.ResponseCorrupted(f"{where}: no header stored at its height")
+            if bytes(row["header_hash"]) != bytes(row["block_hash"]):
+                raise errors.ResponseCorrupted(f"{where}: its block is not the stored header")
+            wallet_proofs.check_proof(
+                parsed,
+                branch=[bytes(b) for b in row["merkle_branch"] or ()],
+                position=int(row["position"]),
+                header_merkle_root=bytes(row["merkle_root"]),
+                where=where,
+            )
+        except errors.ResponseCorrupted as exc:
+            problems.add(str(exc))
+    for out in await wallets.outputs_between(low, high):
+        txid, vout = bytes(out["txid"]), int(out["vout"])
+        where = f"wallet {out['wallet']}: output {txid.hex()}:{vout}"
+        try:
+            parsed = wallet_proofs.parse_tx(bytes(out["raw"]), txid, where=where)
+        except errors.ResponseCorrupted as exc:
+            problems.add(str(exc))
+            continue
+        if vout >= len(parsed.outputs) or parsed.outputs[vout] != (
+            bytes(out["script"]),
+            int(out["value"]),
+        ):
+            problems.add(f"{where}: not what the stored transaction pays")
+    return len(rows)
+
+
 def _by_block(rows: list[dict[str, Any]], height: str) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
@@ -214,6 +259,9 @@ async def verify(
             rest = ""
             if isinstance(chain, EvmChainConfig):
                 rest = await _rest_checks(stored, chain, lo, hi, problems)
+            else:
+                proven = await _wallet_checks(store, chain_id, chain.name, lo, hi, problems)
+                rest = f"{proven:,d} wallet transaction proof(s)"
             if against_node:
                 await _node_checks(stored, chain, lo, hi, problems)
             for line in problems.shown:

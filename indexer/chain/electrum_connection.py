@@ -39,7 +39,7 @@ import itertools
 import logging
 import ssl
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import orjson
@@ -61,6 +61,12 @@ DENSE_LINE_BYTES = 64 * 1024
 MIN_BYTES_PER_VALUE = 32
 
 Notify = Callable[[str, list[Any]], None]
+
+
+# JSON-RPC error codes of a server that throttles us (aiorpcx, under ElectrumX's cost-based
+# limits), with how long to leave that server alone: "excessive resource usage" (it then
+# disconnects), "server busy".
+THROTTLE_CODES: Final = {-101: 30.0, -102: 2.0}
 
 
 def protocol_tuple(version: str) -> tuple[int, ...]:
@@ -332,6 +338,8 @@ class ElectrumConnection:
             # A client owes a server no answers; Electrum drops servers that ask (D6).
             raise errors.ResponseCorrupted(f"{self.where}: server sent us a request")
         future = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+        if future is not None and future.done():
+            return  # its request was cancelled (a sibling request failed first)
         if future is None:
             if isinstance(request_id, int) and 0 < request_id <= self._last_id:
                 return  # the answer to a request that already timed out
@@ -340,12 +348,17 @@ class ElectrumConnection:
         if error is not None:
             detail = error if isinstance(error, dict) else {}
             code = detail.get("code")
-            future.set_exception(
-                errors.RpcError(
-                    f"{self.where}: {str(detail.get('message', error))[:200]}",
-                    code=code if isinstance(code, int) else 0,
+            text = f"{self.where}: {str(detail.get('message', error))[:200]}"
+            backoff = THROTTLE_CODES.get(code) if isinstance(code, int) else None
+            if backoff is not None:
+                # The server's cost limits (ElectrumX): slow down on it, it is not an answer.
+                future.set_exception(
+                    errors.SourceTransient(f"{text} (throttled)", retry_after_secs=backoff)
                 )
-            )
+            else:
+                future.set_exception(
+                    errors.RpcError(text, code=code if isinstance(code, int) else 0)
+                )
         elif "result" in message:
             future.set_result(message["result"])
         else:

@@ -89,6 +89,7 @@ class ElectrumServers:
         self._max_in_flight = max_in_flight
         self.verifier: Verifier | None = None
         self.on_notification: Notify | None = None
+        self.listeners: list[Notify] = []  # besides on_notification (wallet sync)
 
     async def __aenter__(self) -> ElectrumServers:
         return self
@@ -153,6 +154,22 @@ class ElectrumServers:
     def _notify(self, url: str, method: str, params: list[Any]) -> None:
         if self.on_notification is not None:
             self.on_notification(url, method, params)
+        for listener in self.listeners:
+            listener(url, method, params)
+
+    def connection_of(self, url: str) -> ec.ElectrumConnection | None:
+        """The live connection to `url`, if any (subscriptions live as long as it does)."""
+        conn = self._server(url).conn
+        return None if conn is None or conn.closed else conn
+
+    def usable_urls(self) -> list[str]:
+        """The servers that may take a request now, the current one first."""
+        return self.pool.usable_urls()
+
+    def refuse(self, url: str, exc: errors.ResponseCorrupted) -> None:
+        """`url` answered something found false after the fact (a history that omits a
+        proven transaction): dropped like any server that sends wrong data."""
+        self.pool.report(url, exc)
 
     # -- Jobs with failover
 
@@ -162,6 +179,7 @@ class ElectrumServers:
         *,
         url: str | None = None,
         alternate: bool = False,
+        attempts: int | None = None,
     ) -> T:
         """Run `job` on one server's connection; on failure, again on the next server.
 
@@ -181,7 +199,7 @@ class ElectrumServers:
                     await conn.close()
                 raise
 
-        return await self.pool.run(attempt, url=url, alternate=alternate)
+        return await self.pool.run(attempt, url=url, alternate=alternate, attempts=attempts)
 
     def _server(self, url: str) -> _Server:
         return self._servers[url]

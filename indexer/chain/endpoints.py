@@ -144,6 +144,19 @@ class EndpointPool:
                 return endpoint.url
         return None
 
+    def usable_urls(self) -> list[str]:
+        """The endpoints that may take a request now, the current one first."""
+        now = time.monotonic()
+        count = len(self._endpoints)
+        order = [self._endpoints[(self._current + i) % count] for i in range(count)]
+        probe_wait = self._probe_wait()
+        return [e.url for e in order if e.usable() and e.available_at(now, probe_wait) <= now]
+
+    def report(self, url: str, exc: errors.ResponseCorrupted) -> None:
+        """An answer of `url` found wrong after its attempt succeeded: count it as failed."""
+        endpoint = self.endpoint(url)
+        self._failed(endpoint, exc)
+
     def set_verified(self, url: str, verified: bool) -> None:
         endpoint = self.endpoint(url)
         endpoint.verified = verified

@@ -8,6 +8,7 @@ Endpoint URLs appear only redacted.
 from __future__ import annotations
 
 import resource
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,6 +65,39 @@ class RuntimeCollector(Collector):
             "indexer_event_backfill_pending_blocks",
             "Heights an event table still has to backfill from stored logs",
             labels=["chain", "table"],
+        )
+        wallet_labels = ["chain", "wallet"]
+        wallet_scripts = GaugeMetricFamily(
+            "indexer_wallet_scripts",
+            "Scripts a wallet watches (derived so far)",
+            labels=wallet_labels,
+        )
+        wallet_txs = GaugeMetricFamily(
+            "indexer_wallet_transactions",
+            "A wallet's stored transactions, confirmed (proven) or not",
+            labels=[*wallet_labels, "state"],
+        )
+        wallet_in_sync = GaugeMetricFamily(
+            "indexer_wallet_in_sync",
+            "1 when every script of the wallet equalled the servers' at the last round",
+            labels=wallet_labels,
+        )
+        wallet_synced = GaugeMetricFamily(
+            "indexer_wallet_last_sync_timestamp_seconds",
+            "When the wallet was last seen in sync (Unix time)",
+            labels=wallet_labels,
+        )
+        wallet_lag = GaugeMetricFamily(
+            "indexer_wallet_lag_seconds",
+            "Seconds since the wallet was last seen in sync (0 while it is)",
+            labels=wallet_labels,
+        )
+        wallet_fetched = chain_counter(
+            "wallet_transactions_fetched", "Wallet transactions fetched (each once)"
+        )
+        wallet_proofs = chain_counter("wallet_proofs_checked", "Merkle proofs checked")
+        wallet_lies = chain_counter(
+            "wallet_lies_refused", "Servers dropped for a history omitting a proven transaction"
         )
         missing = chain_gauge("missing_blocks", "Blocks missing below the tip (last repair pass)")
         failed = chain_gauge("gap_failed_ranges", "Ranges repair could not fill (gap_failures)")
@@ -125,6 +159,21 @@ class RuntimeCollector(Collector):
                     backfilled.add_metric([chain.name, table], count)
                 for table, heights in chain.backfiller.pending_blocks.items():
                     pending.add_metric([chain.name, table], heights)
+            if chain.wallets is not None:
+                now = time.time()
+                for wallet in chain.wallets.wallets.values():
+                    w_label = [chain.name, wallet.name]
+                    wallet_scripts.add_metric(w_label, len(wallet.scripts))
+                    wallet_txs.add_metric([*w_label, "confirmed"], wallet.confirmed)
+                    wallet_txs.add_metric([*w_label, "unconfirmed"], wallet.unconfirmed)
+                    wallet_in_sync.add_metric(w_label, 1 if wallet.in_sync else 0)
+                    if wallet.synced_at is not None:
+                        wallet_synced.add_metric(w_label, wallet.synced_at)
+                        behind = 0.0 if wallet.in_sync else max(0.0, now - wallet.synced_at)
+                        wallet_lag.add_metric(w_label, behind)
+                wallet_fetched.add_metric(label, chain.wallets.transactions_fetched)
+                wallet_proofs.add_metric(label, chain.wallets.proofs_checked)
+                wallet_lies.add_metric(label, chain.wallets.lies_refused)
             missing.add_metric(label, chain.repairer.missing_blocks)
             failed.add_metric(label, chain.repairer.failed_ranges)
             c = s.counters
@@ -150,7 +199,9 @@ class RuntimeCollector(Collector):
         yield from (head, tip, lag, halted, stuck, refused, unexpected, missing, failed, blocks,
                     txs, logs, rows, backfilled, pending, batches, batch_secs, last_batch,
                     reorgs, deepest, last_depth, last_reorg, rpc_requests, rpc_errors,
-                    rpc_limited, rpc_secs, circuit, decoded)  # fmt: skip
+                    rpc_limited, rpc_secs, circuit, decoded, wallet_scripts, wallet_txs,
+                    wallet_in_sync, wallet_synced, wallet_lag, wallet_fetched, wallet_proofs,
+                    wallet_lies)  # fmt: skip
 
         pool = rt.store.pool_stats()
         for key, doc in (

@@ -269,6 +269,13 @@ class Store:
             await cur.execute(Q["stats_chain"], {"name": name})
             return await cur.fetchone()
 
+    async def wallet_stats(self, name: str) -> list[dict[str, Any]]:
+        """Per wallet of chain `name`: scripts, transactions, last sync."""
+        async with self.connection(f"read wallet stats of {name}") as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(Q["stats_wallets"], {"name": name})
+            return await cur.fetchall()
+
     async def event_table_stats(self, name: str) -> list[dict[str, Any]]:
         """The `event_tables` view's rows of chain `name`."""
         async with self.connection(f"read event table stats of {name}") as conn:

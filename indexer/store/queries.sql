@@ -338,3 +338,199 @@ SELECT block_number, log_index, tx_index, tx_hash, address, topics, data FROM lo
 WHERE chain = %(chain)s AND block_number BETWEEN %(low)s AND %(high)s
   AND cardinality(topics) = %(count)s
 ORDER BY block_number, log_index;
+
+-- Wallets (migrations/0006_wallets.sql; indexer/wallets, store/sinks.WalletSink)
+
+-- name: wallet_register --
+-- A wallet of the config, registered once.
+INSERT INTO wallets (chain, name) VALUES (%(chain)s, %(wallet)s) ON CONFLICT DO NOTHING;
+
+-- name: wallet_scripts_of --
+-- Every script a wallet watches, with its last synced status.
+SELECT scripthash, script, address, descriptor, branch, derivation_index, status, used
+FROM wallet_scripts WHERE chain = %(chain)s AND wallet = %(wallet)s;
+
+-- name: wallet_script_add --
+-- A script a wallet watches from now on (never synced yet).
+INSERT INTO wallet_scripts
+    (chain, wallet, scripthash, script, address, descriptor, branch, derivation_index)
+VALUES (%(chain)s, %(wallet)s, %(scripthash)s, %(script)s, %(address)s, %(descriptor)s,
+        %(branch)s, %(derivation_index)s)
+ON CONFLICT DO NOTHING;
+
+-- name: wallet_scripts_count --
+-- How many scripts a wallet watches, recorded in its registry line.
+UPDATE wallets
+SET scripts = (SELECT count(*) FROM wallet_scripts s
+               WHERE s.chain = %(chain)s AND s.wallet = %(wallet)s),
+    updated_at = now()
+WHERE chain = %(chain)s AND name = %(wallet)s;
+
+-- name: wallet_scripts_unsynced --
+-- The scripts of a chain's wallets to sync again (never synced, or a rollback went by).
+SELECT wallet, scripthash FROM wallet_scripts WHERE chain = %(chain)s AND status IS NULL;
+
+-- name: wallet_script_synced --
+-- A script's history is stored as of this status.
+UPDATE wallet_scripts SET status = %(status)s, used = used OR %(used)s
+WHERE chain = %(chain)s AND wallet = %(wallet)s AND scripthash = %(scripthash)s;
+
+-- name: wallet_synced --
+-- Every script of the wallet was seen equal to the server's.
+UPDATE wallets SET synced_at = now(), updated_at = now()
+WHERE chain = %(chain)s AND name = %(wallet)s;
+
+-- name: wallet_history_txids --
+-- The transactions in the stored histories of some scripts of a wallet.
+SELECT DISTINCT txid FROM wallet_history
+WHERE chain = %(chain)s AND wallet = %(wallet)s AND scripthash = ANY(%(scripthashes)s);
+
+-- name: wallet_history_delete --
+-- Forget the stored histories of some scripts of a wallet (new ones follow).
+DELETE FROM wallet_history
+WHERE chain = %(chain)s AND wallet = %(wallet)s AND scripthash = ANY(%(scripthashes)s);
+
+-- name: wallet_orphans --
+-- Which of these transactions no stored history of the wallet names any more.
+SELECT t.txid FROM unnest(%(txids)s::bytea[]) AS t (txid)
+WHERE NOT EXISTS (SELECT 1 FROM wallet_history h
+                  WHERE h.chain = %(chain)s AND h.wallet = %(wallet)s AND h.txid = t.txid);
+
+-- name: wallet_transactions_delete --
+-- Delete transactions of a wallet.
+DELETE FROM wallet_transactions
+WHERE chain = %(chain)s AND wallet = %(wallet)s AND txid = ANY(%(txids)s);
+
+-- name: wallet_inputs_delete --
+-- Delete the inputs of transactions of a wallet.
+DELETE FROM wallet_inputs WHERE chain = %(chain)s AND wallet = %(wallet)s AND txid = ANY(%(txids)s);
+
+-- name: wallet_outputs_delete --
+-- Delete the outputs of transactions of a wallet.
+DELETE FROM wallet_outputs WHERE chain = %(chain)s AND wallet = %(wallet)s AND txid = ANY(%(txids)s);
+
+-- name: wallet_transaction_put --
+-- A wallet transaction, new or with a new height (first_seen kept).
+INSERT INTO wallet_transactions
+    (chain, wallet, txid, height, block_hash, position, merkle_branch, raw, first_seen)
+VALUES (%(chain)s, %(wallet)s, %(txid)s, %(height)s, %(block_hash)s, %(position)s,
+        %(merkle_branch)s, %(raw)s, %(first_seen)s)
+ON CONFLICT (chain, wallet, txid) DO UPDATE
+SET height = EXCLUDED.height, block_hash = EXCLUDED.block_hash,
+    position = EXCLUDED.position, merkle_branch = EXCLUDED.merkle_branch;
+
+-- name: wallet_output_put --
+-- An output paying to the wallet, new or with a new height (spent_* set separately).
+INSERT INTO wallet_outputs (chain, wallet, txid, vout, address, script, value, height)
+VALUES (%(chain)s, %(wallet)s, %(txid)s, %(vout)s, %(address)s, %(script)s, %(value)s,
+        %(height)s)
+ON CONFLICT (chain, wallet, txid, vout) DO UPDATE SET height = EXCLUDED.height;
+
+-- name: wallet_spent_clear --
+-- Forget what spends the outputs of, or is spent by, these transactions (recomputed next).
+UPDATE wallet_outputs SET spent_txid = NULL, spent_height = NULL
+WHERE chain = %(chain)s AND wallet = %(wallet)s
+  AND (spent_txid = ANY(%(txids)s) OR txid = ANY(%(txids)s));
+
+-- name: wallet_spent_set --
+-- Mark the wallet's outputs spent by its transactions' inputs (touching these transactions);
+-- of two spends of one output (a double spend), a confirmed one wins.
+UPDATE wallet_outputs o
+SET spent_txid = s.txid, spent_height = s.height
+FROM (
+    SELECT DISTINCT ON (i.prev_txid, i.prev_vout) i.prev_txid, i.prev_vout, i.txid, i.height
+    FROM wallet_inputs i
+    WHERE i.chain = %(chain)s AND i.wallet = %(wallet)s
+      AND (i.txid = ANY(%(txids)s) OR i.prev_txid = ANY(%(txids)s))
+    ORDER BY i.prev_txid, i.prev_vout, i.height NULLS LAST, i.txid
+) s
+WHERE o.chain = %(chain)s AND o.wallet = %(wallet)s
+  AND o.txid = s.prev_txid AND o.vout = s.prev_vout;
+
+-- name: wallet_raw_transactions --
+-- Transactions of the chain's wallets already stored (fetched once, whichever wallet).
+SELECT DISTINCT ON (txid) txid, raw FROM wallet_transactions
+WHERE chain = %(chain)s AND txid = ANY(%(txids)s);
+
+-- name: wallet_stored_proofs --
+-- The stored proofs of these transactions (checked against the headers we store now).
+SELECT DISTINCT ON (txid) txid, height, block_hash, position, merkle_branch
+FROM wallet_transactions
+WHERE chain = %(chain)s AND txid = ANY(%(txids)s) AND height IS NOT NULL;
+
+-- name: blocks_headers_at --
+-- The stored headers' hashes and merkle roots at these heights.
+SELECT number, hash, merkle_root FROM blocks WHERE chain = %(chain)s AND number = ANY(%(numbers)s);
+
+-- name: wallet_roll_back_scripts --
+-- A rollback above a height: the scripts whose history had a transaction above it sync again.
+UPDATE wallet_scripts s SET status = NULL
+FROM wallet_history h
+WHERE h.chain = %(chain)s AND h.height > %(number)s
+  AND s.chain = h.chain AND s.wallet = h.wallet AND s.scripthash = h.scripthash;
+
+-- name: wallet_roll_back_history --
+-- A rollback above a height: history entries above it are no longer proven.
+UPDATE wallet_history SET height = NULL WHERE chain = %(chain)s AND height > %(number)s;
+
+-- name: wallet_roll_back_transactions --
+-- A rollback above a height: transactions confirmed above it are unconfirmed again.
+UPDATE wallet_transactions
+SET height = NULL, block_hash = NULL, position = NULL, merkle_branch = NULL
+WHERE chain = %(chain)s AND height > %(number)s;
+
+-- name: wallet_roll_back_inputs --
+-- A rollback above a height: inputs of transactions above it are unconfirmed again.
+UPDATE wallet_inputs SET height = NULL WHERE chain = %(chain)s AND height > %(number)s;
+
+-- name: wallet_roll_back_outputs --
+-- A rollback above a height: outputs created above it are unconfirmed again.
+UPDATE wallet_outputs SET height = NULL WHERE chain = %(chain)s AND height > %(number)s;
+
+-- name: wallet_roll_back_spends --
+-- A rollback above a height: spends above it are unconfirmed again.
+UPDATE wallet_outputs SET spent_height = NULL
+WHERE chain = %(chain)s AND spent_height > %(number)s;
+
+-- name: wallet_count_above --
+-- How many wallet transactions a rollback above a height turns back to unconfirmed.
+SELECT count(*) FROM wallet_transactions WHERE chain = %(chain)s AND height > %(number)s;
+
+-- name: wallet_stats --
+-- Per wallet of a chain: scripts, transactions (confirmed, unconfirmed), last sync.
+SELECT w.name, w.scripts,
+       (SELECT count(*) FROM wallet_transactions t
+        WHERE t.chain = w.chain AND t.wallet = w.name AND t.height IS NOT NULL) AS confirmed,
+       (SELECT count(*) FROM wallet_transactions t
+        WHERE t.chain = w.chain AND t.wallet = w.name AND t.height IS NULL) AS unconfirmed,
+       w.synced_at
+FROM wallets w WHERE w.chain = %(chain)s ORDER BY w.name;
+
+-- name: stats_wallets --
+-- Per wallet of a chain (by name): scripts, transactions (confirmed, unconfirmed), last sync.
+SELECT w.name AS wallet, w.scripts,
+       (SELECT count(*) FROM wallet_transactions t
+        WHERE t.chain = w.chain AND t.wallet = w.name AND t.height IS NOT NULL) AS confirmed,
+       (SELECT count(*) FROM wallet_transactions t
+        WHERE t.chain = w.chain AND t.wallet = w.name AND t.height IS NULL) AS unconfirmed,
+       w.synced_at
+FROM wallets w JOIN chains c ON c.id = w.chain
+WHERE c.name = %(name)s ORDER BY w.name;
+
+-- name: wallet_confirmed_between --
+-- Stored confirmed wallet transactions of heights [low, high], with the header stored there.
+SELECT t.wallet, t.txid, t.height, t.block_hash, t.position, t.merkle_branch, t.raw,
+       b.hash AS header_hash, b.merkle_root
+FROM wallet_transactions t
+LEFT JOIN blocks b ON b.chain = t.chain AND b.number = t.height
+WHERE t.chain = %(chain)s AND t.height BETWEEN %(low)s AND %(high)s
+ORDER BY t.height, t.wallet, t.txid;
+
+-- name: wallet_outputs_between --
+-- Stored wallet outputs of transactions of heights [low, high] (null: unconfirmed too).
+SELECT o.wallet, o.txid, o.vout, o.script, o.value, t.raw
+FROM wallet_outputs o
+JOIN wallet_transactions t ON t.chain = o.chain AND t.wallet = o.wallet AND t.txid = o.txid
+WHERE o.chain = %(chain)s
+  AND (t.height BETWEEN %(low)s AND %(high)s OR t.height IS NULL)
+ORDER BY o.wallet, o.txid, o.vout;

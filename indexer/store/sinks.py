@@ -20,6 +20,7 @@ from psycopg import sql
 from indexer import errors, tables
 from indexer.models import Block, Rows
 from indexer.store.queries import Q
+from indexer.wallets.model import WalletChange
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
 _COPY_TRAILER = b"\xff\xff"
@@ -175,7 +176,110 @@ class EventSink(TableSink):
         )  # fmt: skip
 
 
+class WalletSink(TableSink):
+    """The wallet tables of a chain (`tables.WALLET_TABLES`). Their rows are written by wallet
+    sync (`apply`), not with blocks; a rollback or rewind above a height turns what it
+    confirmed above that height back to unconfirmed, and marks the scripts whose history it
+    touched to be synced (and proven) again: in the same transaction as the blocks' delete."""
+
+    def __init__(self) -> None:
+        super().__init__(tables.WALLET_TRANSACTIONS)
+        self._history = TableSink(tables.WALLET_HISTORY)
+        self._inputs = TableSink(tables.WALLET_INPUTS)
+
+    async def write(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]
+    ) -> int:
+        return 0  # headers bring no wallet rows
+
+    async def delete_above(self, cur: psycopg.AsyncCursor[Any], chain: int, number: int) -> int:
+        params = {"chain": chain, "number": number}
+        await cur.execute(Q["wallet_roll_back_scripts"], params)
+        await cur.execute(Q["wallet_roll_back_history"], params)
+        await cur.execute(Q["wallet_roll_back_transactions"], params)
+        unconfirmed = cur.rowcount
+        for name in ("wallet_roll_back_inputs", "wallet_roll_back_outputs",
+                     "wallet_roll_back_spends"):  # fmt: skip
+            await cur.execute(Q[name], params)
+        return unconfirmed
+
+    async def count_above(self, cur: psycopg.AsyncCursor[Any], chain: int, number: int) -> int:
+        await cur.execute(Q["wallet_count_above"], {"chain": chain, "number": number})
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def delete_between(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, low: int, high: int
+    ) -> int:
+        raise AssertionError("wallet rows are never rewritten by height")
+
+    async def apply(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, change: WalletChange, *, now: int
+    ) -> None:
+        """Store a round's new histories of some scripts of a wallet, and what follows from
+        them: transactions no history names any more go (with their inputs and outputs);
+        those named are stored or moved to their new height; the outputs they create and
+        spend are marked. The caller holds the chain's write lock and has checked that every
+        proof's block is the one stored at its height."""
+        wallet = change.wallet
+        base = {"chain": chain, "wallet": wallet}
+        hashes = [u.scripthash for u in change.updates]
+        await cur.execute(Q["wallet_history_txids"], {**base, "scripthashes": hashes})
+        affected = {bytes(r[0]) for r in await cur.fetchall()}
+        await cur.execute(Q["wallet_history_delete"], {**base, "scripthashes": hashes})
+        history = [
+            (wallet, u.scripthash, txid, change.txs[txid].height)
+            for u in change.updates
+            for txid in u.txids
+        ]
+        await self._history.write_values(cur, chain, history)
+        await cur.executemany(
+            Q["wallet_script_synced"],
+            [{**base, "scripthash": u.scripthash, "status": u.status, "used": bool(u.txids)}
+             for u in change.updates],
+        )  # fmt: skip
+        affected |= {txid for u in change.updates for txid in u.txids}
+        txids = sorted(affected)
+        await cur.execute(Q["wallet_orphans"], {**base, "txids": txids})
+        gone = [bytes(r[0]) for r in await cur.fetchall()]
+        present = [t for t in txids if t in change.txs and t not in frozenset(gone)]
+        for query in ("wallet_transactions_delete", "wallet_inputs_delete",
+                      "wallet_outputs_delete"):  # fmt: skip
+            await cur.execute(Q[query], {**base, "txids": gone})
+        await cur.execute(Q["wallet_inputs_delete"], {**base, "txids": present})
+        first_seen = tables.WALLET_TRANSACTIONS.column("first_seen").check(now)
+        puts, inputs, outputs = [], [], []
+        for txid in present:
+            tx = change.txs[txid]
+            proof = tx.proof
+            puts.append({
+                **base, "txid": txid, "raw": tx.parsed.raw, "first_seen": first_seen,
+                "height": None if proof is None else proof.height,
+                "block_hash": None if proof is None else proof.block_hash,
+                "position": None if proof is None else proof.position,
+                "merkle_branch": None if proof is None else list(proof.branch),
+            })  # fmt: skip
+            for vin, (prev_txid, prev_vout) in enumerate(tx.parsed.inputs):
+                inputs.append((wallet, txid, vin, prev_txid, prev_vout, tx.height))
+            for vout, (script, value) in enumerate(tx.parsed.outputs):
+                mine = change.scripts.get(script)
+                if mine is not None:
+                    outputs.append({
+                        **base, "txid": txid, "vout": vout, "address": mine.address,
+                        "script": script, "value": value, "height": tx.height,
+                    })  # fmt: skip
+        if puts:
+            await cur.executemany(Q["wallet_transaction_put"], puts)
+        await self._inputs.write_values(cur, chain, inputs)
+        if outputs:
+            await cur.executemany(Q["wallet_output_put"], outputs)
+        await cur.execute(Q["wallet_spent_clear"], {**base, "txids": txids})
+        await cur.execute(Q["wallet_spent_set"], {**base, "txids": txids})
+
+
 SINKS = tuple(TableSink(t) for t in tables.ALL)
+WALLETS = WalletSink()
 
 
 class ChainSinks:
@@ -188,7 +292,9 @@ class ChainSinks:
     ) -> None:
         self.written = SINKS + tuple(EventSink(t) for t in events)
         names = {t.name for t in events}
-        self.all = self.written + tuple(EventSink(t) for t in registered if t.name not in names)
+        unwritten = tuple(EventSink(t) for t in registered if t.name not in names)
+        # Wallet rows of any chain: rolled back (turned unconfirmed) first, as children.
+        self.all = self.written + unwritten + (WALLETS,)
 
     async def write_all(
         self, cur: psycopg.AsyncCursor[Any], chain: int, blocks: Sequence[Block]

@@ -7,8 +7,16 @@ event loop in its own thread, so a test can drive the chain from any thread or l
 chain access holds one lock and never awaits while holding it.
 
 Like bitcoind, it keeps the blocks of abandoned branches (`getblock` still serves them) and
-returns the non-coinbase transactions of disconnected blocks to the mempool. Unlike bitcoind,
-it never switches branches by itself: after `invalidate` the active chain is simply shorter.
+returns the non-coinbase transactions of disconnected blocks to the mempool, except those
+spending a disconnected coinbase (evicted with their descendants, as `removeForReorg`). Unlike
+bitcoind, it never switches branches by itself: after `invalidate` the active chain is simply
+shorter.
+
+Wallet activity: `pay`, `spend` and `replace` put transactions in the mempool that spend real
+outputs (never a spent one, so ElectrumX accepts every block and mempool transaction; no
+signature is made or checked), `reorg` can drop or delay some of them, and `ledger` says what
+a set of scripts holds on the active chain plus mempool. The mempool stays in topological
+order (parents first), so a block made from it is valid.
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import dataclasses
 import hmac
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -35,6 +44,8 @@ SUBVERSION = "/Satoshi:31.0.0/"
 RELAY_FEE_BTC_PER_KVB = 0.00001
 REGTEST_DIFFICULTY = 4.656542373906925e-10
 BLOCK_INTERVAL_SECS = 600
+PAY_FEE_SATS = 1_000  # the fee of every `pay`
+RBF_SEQUENCE = 0xFFFFFFFD  # BIP125: replaceable
 
 # bitcoind's error codes (src/rpc/protocol.h).
 RPC_MISC_ERROR = -1
@@ -238,8 +249,23 @@ class BitcoindSim:
         with self._lock:
             return self._mine(count, script_pubkey=script_pubkey, tag=self._branch_tag())
 
-    def reorg(self, depth: int, new_blocks: int) -> list[str]:
+    def reorg(
+        self,
+        depth: int,
+        new_blocks: int,
+        *,
+        drop: Collection[str] = frozenset(),
+        delay: Collection[str] = frozenset(),
+    ) -> list[str]:
         """Replace the top `depth` blocks with a new branch of `new_blocks`; return its hashes.
+
+        The transactions of the disconnected blocks go back to the mempool (see the module
+        docstring), and the mempool is mined into the first new block, except:
+        * `drop` (txids): removed from the mempool with their descendants; never mined again.
+        * `delay` (txids): held, with their descendants, until the LAST new block (height
+          fork + new_blocks - 1), so a delayed mined transaction changes height.
+        Each txid must be in the mempool once the blocks are disconnected (a mined
+        transaction of the old branch, or an unconfirmed one). Nothing changes on an error.
 
         ElectrumX, like any bitcoind client, only notices once the new branch is longer than
         the old one (`new_blocks > depth`).
@@ -250,9 +276,19 @@ class BitcoindSim:
                 raise ValueError(f"reorg depth {depth} outside 1..{height}")
             if new_blocks < 1:
                 raise ValueError("a reorg needs at least one new block")
-            self._disconnect_from(height - depth + 1)
+            fork = height - depth + 1
+            dropped = {regtest.hex_to_hash(txid) for txid in drop}
+            delayed = {regtest.hex_to_hash(txid) for txid in delay}
+            self._check_reorg(fork=fork, new_blocks=new_blocks, drop=dropped, delay=delayed)
+            self._disconnect_from(fork)
             self._branches += 1
-            return self._mine(new_blocks, script_pubkey=None, tag=self._branch_tag())
+            self._evict(dropped)
+            tag = self._branch_tag()
+            if not delayed:
+                return self._mine(new_blocks, script_pubkey=None, tag=tag)
+            held = _with_descendants(self._mempool, delayed)
+            hashes = self._mine(new_blocks - 1, script_pubkey=None, tag=tag, held=held)
+            return hashes + self._mine(1, script_pubkey=None, tag=tag)
 
     def invalidate(self, hash_hex: str) -> ChainTip:
         """Disconnect the active block `hash_hex` and all its descendants, as `invalidateblock`."""
@@ -271,6 +307,104 @@ class BitcoindSim:
         with self._lock:
             self._mempool[tx.txid_bytes] = tx
             return tx.txid_hex
+
+    # -- Wallet activity (any thread)
+
+    def pay(
+        self,
+        script_pubkey: bytes,
+        value_sats: int,
+        *,
+        extra_outputs: Sequence[tuple[bytes, int]] = (),
+    ) -> tuple[str, int]:
+        """Pay `value_sats` to `script_pubkey` from the sim's own coins; return (txid, vout).
+
+        The mempool transaction pays `script_pubkey` at vout 0, then `extra_outputs`
+        ((script, sats) pairs), then change to the sim's `script_pubkey`, with a fee of
+        `PAY_FEE_SATS`. It spends one unspent output of the sim's `script_pubkey` (height
+        above 0): the lowest confirmed one that is large enough, else the newest unconfirmed
+        one. So pays are independent of each other (and a deep reorg is needed to lose their
+        funding) while the active chain holds enough mined coinbases: one per block.
+        """
+        outputs = [(script_pubkey, value_sats), *extra_outputs]
+        with self._lock:
+            needed_sats = sum(_checked_sats(value) for _, value in outputs) + PAY_FEE_SATS
+            view = self._view()
+            funding = self._funding(view, needed_sats)
+            change_sats = view.outputs[funding].value_sats - needed_sats
+            if change_sats:
+                outputs.append((self.script_pubkey, change_sats))
+            tx = regtest.Tx(
+                inputs=(regtest.TxIn(*funding, b"", RBF_SEQUENCE),),
+                outputs=tuple(regtest.TxOut(value, script) for script, value in outputs),
+            )
+            self._mempool[tx.txid_bytes] = tx
+            return tx.txid_hex, 0
+
+    def spend(
+        self, outpoints: Sequence[tuple[str, int]], outputs: Sequence[tuple[bytes, int]]
+    ) -> str:
+        """Put a transaction spending `outpoints` ((txid, vout)) to `outputs` in the mempool.
+
+        Every outpoint must be unspent on the active chain plus mempool, and the outputs
+        ((script, sats) pairs) may not exceed the inputs (the rest is the fee).
+        """
+        with self._lock:
+            view = self._view()
+            prevouts = [(regtest.hex_to_hash(txid), vout) for txid, vout in outpoints]
+            if not prevouts or len(set(prevouts)) != len(prevouts):
+                raise ValueError(f"spend needs distinct outpoints, got {list(outpoints)}")
+            for (txid, vout), prevout in zip(outpoints, prevouts, strict=True):
+                if not view.is_unspent(prevout) or view.height_of(prevout[0]) == 0:
+                    raise ValueError(f"{txid}:{vout} is not an unspent output")
+            tx = regtest.Tx(
+                inputs=tuple(regtest.TxIn(*prevout, b"", RBF_SEQUENCE) for prevout in prevouts),
+                outputs=_tx_outputs(outputs),
+            )
+            _check_fee(view, tx)
+            self._mempool[tx.txid_bytes] = tx
+            return tx.txid_hex
+
+    def replace(self, txid: str, outputs: Sequence[tuple[bytes, int]]) -> str:
+        """Double-spend the inputs of mempool transaction `txid` to `outputs`, as RBF does.
+
+        `txid` and its mempool descendants leave the mempool; the replacement joins it.
+        Return the replacement's txid (its outputs must differ from the original's).
+        """
+        with self._lock:
+            original = self._mempool.get(regtest.hex_to_hash(txid))
+            if original is None:
+                raise ValueError(f"{txid} is not in the mempool")
+            replacement = dataclasses.replace(original, outputs=_tx_outputs(outputs))
+            if replacement.txid_bytes == original.txid_bytes:
+                raise ValueError("a replacement needs different outputs")
+            _check_fee(self._view(), replacement)
+            self._evict({original.txid_bytes})
+            self._mempool[replacement.txid_bytes] = replacement
+            return replacement.txid_hex
+
+    def ledger(self, scripts: Collection[bytes]) -> regtest.Ledger:
+        """Return what `scripts` hold on the active chain plus mempool.
+
+        See `regtest.wallet_ledger` for the transactions, outputs and balances it lists.
+        """
+        with self._lock:
+            return regtest.wallet_ledger(self._view(), scripts)
+
+    def mempool(self) -> list[str]:
+        """Return the mempool's txids, parents first."""
+        with self._lock:
+            return [regtest.hash_to_hex(txid) for txid in self._mempool]
+
+    def transaction(self, txid: str) -> regtest.Tx:
+        """Return the active-chain or mempool transaction `txid`."""
+        txid_bytes = regtest.hex_to_hash(txid)
+        with self._lock:
+            if txid_bytes in self._mempool:
+                return self._mempool[txid_bytes]
+            if txid_bytes in self._tx_index:
+                return self._tx_index[txid_bytes][0]
+            raise KeyError(txid)
 
     def tip(self) -> ChainTip:
         with self._lock:
@@ -305,11 +439,20 @@ class BitcoindSim:
     def _branch_tag(self) -> bytes:
         return b"" if self._branches == 0 else f"branch {self._branches}".encode()
 
-    def _mine(self, count: int, *, script_pubkey: bytes | None, tag: bytes) -> list[str]:
+    def _mine(
+        self,
+        count: int,
+        *,
+        script_pubkey: bytes | None,
+        tag: bytes,
+        held: Collection[bytes] = frozenset(),
+    ) -> list[str]:
+        """Mine `count` blocks; the mempool but `held` goes into the first."""
         hashes = []
         for _ in range(count):
             prev = self._active[-1]
-            txs, self._mempool = tuple(self._mempool.values()), {}
+            txs = tuple(tx for txid, tx in self._mempool.items() if txid not in held)
+            self._mempool = {txid: tx for txid, tx in self._mempool.items() if txid in held}
             block = regtest.make_block(
                 prev_hash_bytes=prev.hash_bytes,
                 height=len(self._active),
@@ -331,13 +474,56 @@ class BitcoindSim:
 
     def _disconnect_from(self, height: int) -> None:
         disconnected, self._active = self._active[height:], self._active[:height]
-        returned: dict[bytes, regtest.Tx] = {}
         for block in disconnected:
             for tx in block.txs:
                 del self._tx_index[tx.txid_bytes]
-                if not tx.is_coinbase:
-                    returned[tx.txid_bytes] = tx
-        self._mempool = returned | self._mempool
+        self._mempool = _mempool_after_disconnect(disconnected, self._mempool)
+
+    def _check_reorg(
+        self, *, fork: int, new_blocks: int, drop: set[bytes], delay: set[bytes]
+    ) -> None:
+        """Raise ValueError unless `reorg` can drop and delay these transactions."""
+        if drop & delay:
+            raise ValueError("a transaction cannot be both dropped and delayed")
+        if delay and new_blocks < 2:
+            raise ValueError("delaying a transaction needs at least two new blocks")
+        disconnected = self._active[fork:]
+        mempool = _mempool_after_disconnect(disconnected, self._mempool)
+        if missing := (drop | delay) - mempool.keys():
+            hexes = sorted(regtest.hash_to_hex(txid) for txid in missing)
+            raise ValueError(f"not in the mempool after disconnecting: {hexes}")
+        last_height = fork + new_blocks - 1
+        for offset, block in enumerate(disconnected):
+            if fork + offset == last_height and delay & {tx.txid_bytes for tx in block.txs}:
+                raise ValueError(f"a delayed transaction would stay at height {last_height}")
+
+    def _evict(self, txids: Collection[bytes]) -> None:
+        """Remove `txids` and their descendants from the mempool."""
+        gone = _with_descendants(self._mempool, txids)
+        self._mempool = {txid: tx for txid, tx in self._mempool.items() if txid not in gone}
+
+    def _view(self) -> regtest.ChainView:
+        return regtest.ChainView(self._active, tuple(self._mempool.values()))
+
+    def _funding(self, view: regtest.ChainView, needed_sats: int) -> regtest.Outpoint:
+        """Pick the sim's coin for a pay of `needed_sats` (see `pay`)."""
+        confirmed: list[tuple[int, regtest.Outpoint]] = []
+        unconfirmed: list[regtest.Outpoint] = []
+        for outpoint, txout in view.outputs.items():  # chain order, then mempool order
+            if txout.script_pubkey != self.script_pubkey or txout.value_sats < needed_sats:
+                continue
+            if not view.is_unspent(outpoint):
+                continue
+            height = view.height_of(outpoint[0])
+            if height is None:
+                unconfirmed.append(outpoint)
+            elif height > 0:
+                confirmed.append((height, outpoint))
+        if confirmed:
+            return confirmed[0][1]
+        if unconfirmed:
+            return unconfirmed[-1]
+        raise ValueError(f"no unspent coin of {needed_sats:,d} sats to pay from: mine blocks")
 
     def _active_height_of(self, hash_bytes: bytes) -> int | None:
         entry = self._known.get(hash_bytes)
@@ -546,6 +732,57 @@ class BitcoindSim:
         if self.feerate_btc_per_kvb is None:
             return {"errors": ["Insufficient data or no feerate found"], "blocks": 0}
         return {"feerate": self.feerate_btc_per_kvb, "blocks": max(target, 2)}
+
+
+# -- Mempool helpers (pure)
+
+
+def _with_descendants(mempool: Mapping[bytes, regtest.Tx], txids: Collection[bytes]) -> set[bytes]:
+    """Return `txids` and every mempool transaction that spends their outputs, transitively."""
+    found = set(txids)
+    for txid, tx in mempool.items():  # parents come first: one pass suffices
+        if any(txin.prev_txid_bytes in found for txin in tx.inputs):
+            found.add(txid)
+    return found
+
+
+def _mempool_after_disconnect(
+    disconnected: Sequence[regtest.Block], mempool: Mapping[bytes, regtest.Tx]
+) -> dict[bytes, regtest.Tx]:
+    """Return the mempool once `disconnected` blocks are undone, as bitcoind rebuilds it.
+
+    Their transactions come first, in chain order (so parents still precede children);
+    those spending their coinbases, which no longer exist, are evicted with descendants.
+    """
+    returned = {tx.txid_bytes: tx for block in disconnected for tx in block.txs[1:]}
+    merged = returned | dict(mempool)
+    coinbases = {block.txs[0].txid_bytes for block in disconnected}
+    orphans = {
+        txid
+        for txid, tx in merged.items()
+        if any(txin.prev_txid_bytes in coinbases for txin in tx.inputs)
+    }
+    gone = _with_descendants(merged, orphans)
+    return {txid: tx for txid, tx in merged.items() if txid not in gone}
+
+
+def _checked_sats(value_sats: int) -> int:
+    if isinstance(value_sats, bool) or not isinstance(value_sats, int) or value_sats < 0:
+        raise ValueError(f"an output value is a non-negative int of sats, got {value_sats!r}")
+    return value_sats
+
+
+def _tx_outputs(outputs: Sequence[tuple[bytes, int]]) -> tuple[regtest.TxOut, ...]:
+    if not outputs:
+        raise ValueError("a transaction needs at least one output")
+    return tuple(regtest.TxOut(_checked_sats(value), script) for script, value in outputs)
+
+
+def _check_fee(view: regtest.ChainView, tx: regtest.Tx) -> None:
+    in_sats = view.input_value_sats(tx)
+    out_sats = sum(txout.value_sats for txout in tx.outputs)
+    if out_sats > in_sats:
+        raise ValueError(f"outputs of {out_sats:,d} sats exceed inputs of {in_sats:,d}")
 
 
 def _tx_info(tx: regtest.Tx) -> JsonObject:

@@ -1,5 +1,9 @@
 """Build valid Bitcoin regtest blocks: genesis, BIP34 coinbases, merkle roots, ground nonces.
 
+Also the oracle for wallet tests: `ChainView` indexes the outputs and spends of an active
+chain plus mempool, and `wallet_ledger` says what a wallet of scripts holds there, in the
+shapes ElectrumX answers with.
+
 Pure functions and frozen dataclasses, no I/O. Hashes are held as `*_bytes` in internal
 (little-endian, wire) order and shown as `*_hex` in display (reversed) order, as bitcoind
 and ElectrumX show them. Transactions are legacy (no witness) serializations: valid on
@@ -14,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 COIN_SATS = 100_000_000
 REGTEST_BITS = 0x207FFFFF
@@ -355,3 +360,235 @@ def genesis_block() -> Block:
         nonce=GENESIS_NONCE,
     )
     return Block(header, (coinbase,))
+
+
+# -- Chain views and wallet ledgers
+
+# An output's address: (txid in internal order, output index).
+Outpoint = tuple[bytes, int]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a transaction is: a position in an active block, or the mempool (all None)."""
+
+    height: int | None
+    block_hash_bytes: bytes | None
+    position: int | None
+
+
+_MEMPOOL = Placement(None, None, None)
+
+
+class ChainView:
+    """Every transaction, output and spend of an active chain plus a mempool, indexed once.
+
+    `blocks` is the active chain from genesis (index = height); `mempool` is in insertion
+    order. Later entries win: a spend listed twice (a double spend) keeps the last spender.
+    """
+
+    def __init__(self, blocks: Sequence[Block], mempool: Sequence[Tx]) -> None:
+        self.tip_height = len(blocks) - 1
+        self.tip_hash_bytes = blocks[-1].hash_bytes
+        self.placed: dict[bytes, tuple[Tx, Placement]] = {}
+        self.outputs: dict[Outpoint, TxOut] = {}
+        self.spenders: dict[Outpoint, bytes] = {}
+        self.mempool_txids = frozenset(tx.txid_bytes for tx in mempool)
+        for height, block in enumerate(blocks):
+            for position, tx in enumerate(block.txs):
+                self._add(tx, Placement(height, block.hash_bytes, position))
+        for tx in mempool:
+            self._add(tx, _MEMPOOL)
+
+    def _add(self, tx: Tx, placement: Placement) -> None:
+        txid = tx.txid_bytes
+        self.placed[txid] = (tx, placement)
+        if not tx.is_coinbase:
+            for txin in tx.inputs:
+                self.spenders[(txin.prev_txid_bytes, txin.prev_index)] = txid
+        for vout, txout in enumerate(tx.outputs):
+            self.outputs[(txid, vout)] = txout
+
+    def height_of(self, txid_bytes: bytes) -> int | None:
+        return self.placed[txid_bytes][1].height
+
+    def is_unspent(self, outpoint: Outpoint) -> bool:
+        return outpoint in self.outputs and outpoint not in self.spenders
+
+    def input_value_sats(self, tx: Tx) -> int:
+        """Sum the inputs of `tx` that spend known outputs (a coinbase has none)."""
+        if tx.is_coinbase:
+            return 0
+        prevouts = ((txin.prev_txid_bytes, txin.prev_index) for txin in tx.inputs)
+        return sum(self.outputs[p].value_sats for p in prevouts if p in self.outputs)
+
+
+@dataclass(frozen=True)
+class LedgerTx:
+    """A transaction touching the ledger's scripts (pays to one, or spends such an output)."""
+
+    txid_hex: str
+    height: int | None  # None: in the mempool
+    block_hash_hex: str | None
+    position: int | None  # index in its block, the coinbase being 0
+    fee_sats: int  # known inputs minus outputs, floored at 0 (as ElectrumX computes it)
+    has_unconfirmed_inputs: bool  # spends an output of another mempool transaction
+    scripts: frozenset[bytes]  # which of the ledger's scripts it touches
+
+
+@dataclass(frozen=True)
+class LedgerOutput:
+    """An output paying to one of the ledger's scripts, and who spends it."""
+
+    txid_hex: str
+    vout: int
+    script_pubkey: bytes
+    value_sats: int
+    height: int | None  # None: created in the mempool
+    spent_txid_hex: str | None  # spent by an active-chain or mempool transaction
+    spent_height: int | None  # None: unspent, or spent in the mempool
+
+    @property
+    def is_unspent(self) -> bool:
+        return self.spent_txid_hex is None
+
+
+@dataclass(frozen=True)
+class Balance:
+    confirmed_sats: int
+    unconfirmed_sats: int
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What a wallet of scripts holds on an active chain plus mempool (`wallet_ledger`)."""
+
+    tip_height: int
+    tip_hash_hex: str
+    transactions: dict[str, LedgerTx]  # by txid: chain order (height, position), then mempool
+    outputs: dict[tuple[str, int], LedgerOutput]  # by (txid, vout), in the same order
+    balances: dict[bytes, Balance]  # every script asked for, even one never paid
+
+    def total(self) -> Balance:
+        """Sum the balances of every script."""
+        return Balance(
+            sum(b.confirmed_sats for b in self.balances.values()),
+            sum(b.unconfirmed_sats for b in self.balances.values()),
+        )
+
+    def utxos(self, script_pubkey: bytes | None = None) -> list[LedgerOutput]:
+        """Return the unspent outputs (of one script, or all), confirmed or not."""
+        return [
+            out
+            for out in self.outputs.values()
+            if out.is_unspent and script_pubkey in (None, out.script_pubkey)
+        ]
+
+    # -- The same facts, as ElectrumX answers them for one script
+
+    def electrum_history(self, script_pubkey: bytes) -> list[dict[str, Any]]:
+        """Return `blockchain.scripthash.get_history` for `script_pubkey`, entry for entry.
+
+        Confirmed entries come in chain order; mempool entries after them, sorted by
+        (has unconfirmed inputs, txid) with height -1 or 0 and their fee, as ElectrumX does.
+        """
+        touching = [tx for tx in self.transactions.values() if script_pubkey in tx.scripts]
+        confirmed: list[dict[str, Any]] = [
+            {"tx_hash": tx.txid_hex, "height": tx.height}
+            for tx in touching
+            if tx.height is not None
+        ]
+        mempool = sorted(
+            (tx for tx in touching if tx.height is None),
+            key=lambda tx: (tx.has_unconfirmed_inputs, tx.txid_hex),
+        )
+        return confirmed + [
+            {"tx_hash": tx.txid_hex, "height": -int(tx.has_unconfirmed_inputs), "fee": tx.fee_sats}
+            for tx in mempool
+        ]
+
+    def electrum_balance(self, script_pubkey: bytes) -> dict[str, int]:
+        """Return `blockchain.scripthash.get_balance` for `script_pubkey`."""
+        balance = self.balances[script_pubkey]
+        return {"confirmed": balance.confirmed_sats, "unconfirmed": balance.unconfirmed_sats}
+
+    def electrum_listunspent(self, script_pubkey: bytes) -> list[dict[str, Any]]:
+        """Return `blockchain.scripthash.listunspent` for `script_pubkey` (height 0: mempool).
+
+        ElectrumX lists mempool outputs in no particular order: compare sorted lists.
+        """
+        return [
+            {"tx_hash": out.txid_hex, "tx_pos": out.vout, "height": out.height or 0}
+            | {"value": out.value_sats}
+            for out in self.utxos(script_pubkey)
+        ]
+
+
+def wallet_ledger(view: ChainView, scripts: Collection[bytes]) -> Ledger:
+    """Compute the ledger of `scripts` (scriptPubKeys) over `view`.
+
+    Balances per script, as ElectrumX's `get_balance` computes them:
+    * `confirmed_sats`: outputs in active blocks not spent by an active block (an output
+      spent only in the mempool still counts);
+    * `unconfirmed_sats`: the mempool's net effect: outputs created in the mempool and not
+      spent there, minus confirmed outputs spent in the mempool. It can be negative.
+    So `confirmed + unconfirmed` is the value of every unspent output, mempool included.
+    """
+    wanted = frozenset(scripts)
+    outputs: dict[tuple[str, int], LedgerOutput] = {}
+    touched: dict[bytes, set[bytes]] = {}
+    for (txid, vout), txout in view.outputs.items():
+        if txout.script_pubkey not in wanted:
+            continue
+        spender = view.spenders.get((txid, vout))
+        outputs[(hash_to_hex(txid), vout)] = LedgerOutput(
+            txid_hex=hash_to_hex(txid),
+            vout=vout,
+            script_pubkey=txout.script_pubkey,
+            value_sats=txout.value_sats,
+            height=view.height_of(txid),
+            spent_txid_hex=None if spender is None else hash_to_hex(spender),
+            spent_height=None if spender is None else view.height_of(spender),
+        )
+        touched.setdefault(txid, set()).add(txout.script_pubkey)
+        if spender is not None:
+            touched.setdefault(spender, set()).add(txout.script_pubkey)
+
+    transactions: dict[str, LedgerTx] = {}
+    for txid, (tx, placement) in view.placed.items():  # chain order, then mempool order
+        if txid not in touched:
+            continue
+        unconfirmed_inputs = placement.height is None and any(
+            txin.prev_txid_bytes in view.mempool_txids for txin in tx.inputs
+        )
+        out_sats = sum(txout.value_sats for txout in tx.outputs)
+        block_hash = placement.block_hash_bytes
+        transactions[hash_to_hex(txid)] = LedgerTx(
+            txid_hex=hash_to_hex(txid),
+            height=placement.height,
+            block_hash_hex=None if block_hash is None else hash_to_hex(block_hash),
+            position=placement.position,
+            fee_sats=0 if tx.is_coinbase else max(0, view.input_value_sats(tx) - out_sats),
+            has_unconfirmed_inputs=unconfirmed_inputs,
+            scripts=frozenset(touched[txid]),
+        )
+
+    balances = {script: Balance(0, 0) for script in wanted}
+    for out in outputs.values():
+        old = balances[out.script_pubkey]
+        confirmed, unconfirmed = old.confirmed_sats, old.unconfirmed_sats
+        if out.height is not None and (out.spent_txid_hex is None or out.spent_height is None):
+            confirmed += out.value_sats
+        if out.height is None and out.spent_txid_hex is None:
+            unconfirmed += out.value_sats
+        if out.height is not None and out.spent_txid_hex is not None and out.spent_height is None:
+            unconfirmed -= out.value_sats
+        balances[out.script_pubkey] = Balance(confirmed, unconfirmed)
+
+    return Ledger(
+        tip_height=view.tip_height,
+        tip_hash_hex=hash_to_hex(view.tip_hash_bytes),
+        transactions=transactions,
+        outputs=outputs,
+        balances=balances,
+    )

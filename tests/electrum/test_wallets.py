@@ -1,0 +1,254 @@
+"""Bitcoin wallets through a real ElectrumX in front of the regtest simulator: transactions,
+outputs, spends and balances equal the simulator's ledger, proven against stored headers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+
+from indexer import config
+from indexer.wallets import keys
+from tests.electrum import regtest, wallet_keys
+from tests.electrum.bitcoind_sim import BitcoindSim
+from tests.electrum.electrumx_proc import ElectrumXProc
+from tests.integration.helpers import async_wait_for, running_sync, sync_to
+
+TPUB = (
+    "tpubD6NzVbkrYhZ4WaWSyoBvQwbpLkojyoTZPRsgXELWz3Popb3qkjcJyJUGLnL4qHHoQvao8ESaAstxYSnhyswJ76"
+    "uZPStJRJCTKvosUCJZL5B"
+)
+DESCRIPTOR = f"wpkh([d34db33f/84h/1h/0h]{TPUB}/0/*)"
+
+
+def wallet_config(db_url: str, urls: list[str], wallets: list[dict[str, Any]]) -> config.Config:
+    return config.build(
+        {
+            "database": {"url": db_url},
+            "chains": [
+                {
+                    "name": "btc",
+                    "kind": "electrum",
+                    "urls": urls,
+                    "genesis_hash": regtest.GENESIS_HASH_HEX,
+                    "batch_size": 500,
+                    "poll_interval_secs": 0.2,
+                }
+            ],
+            "wallets": wallets,
+        },
+        {},
+    )
+
+
+def derived(index: int) -> keys.Script:
+    parsed = keys.parse_descriptor(DESCRIPTOR, 0, "regtest")
+    return parsed.branches[0].derive(index, "regtest")
+
+
+def rows(db_url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url) as conn:
+        return [tuple(r) for r in conn.execute(query)]
+
+
+async def test_coinbase_payments_to_a_descriptor_are_stored_and_proven(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc
+) -> None:
+    target = derived(3)
+    bitcoind_sim.generate(2)
+    hashes = bitcoind_sim.generate(3, script_pubkey=target.script)
+    bitcoind_sim.generate(4)
+    electrumx.wait_synced(9)
+    cfg = wallet_config(
+        db_url, [electrumx.tcp_url], [{"chain": "btc", "name": "w", "descriptors": [DESCRIPTOR]}]
+    )
+    assert await sync_to(cfg, 9) == 0
+    want = sorted((bytes.fromhex(bitcoind_sim.block(h).txs[0].txid_hex), h) for h in (3, 4, 5))
+    got = rows(db_url, "SELECT txid, height, block_hash, position FROM wallet_transactions")
+    assert sorted((bytes(t), h) for t, h, _, _ in got) == want
+    assert {bytes(b).hex() for _, _, b, _ in got} == set(hashes)
+    balance = rows(db_url, "SELECT address, confirmed, unconfirmed FROM wallet_balances")
+    assert balance == [(target.address, 3 * regtest.block_subsidy_sats(3), 0)]
+    scripts = rows(db_url, "SELECT count(*), count(*) FILTER (WHERE used) FROM wallet_scripts")
+    assert scripts == [(3 + 1 + 20, 1)]  # derived up to the used index 3 plus the gap limit
+
+
+# -- The ledger: what the simulator says the wallet holds, and what we stored
+
+
+def stored_state(db_url: str, wallet: str) -> dict[str, Any]:
+    with psycopg.connect(db_url) as conn:
+        txs = {
+            bytes(t).hex(): (h, None if b is None else bytes(b).hex(), p)
+            for t, h, b, p in conn.execute(
+                "SELECT txid, height, block_hash, position FROM wallet_transactions "
+                "WHERE wallet = %s", (wallet,))
+        }  # fmt: skip
+        outs = {
+            (bytes(t).hex(), v): (bytes(s), val, h, None if st is None else bytes(st).hex(), sh)
+            for t, v, s, val, h, st, sh in conn.execute(
+                "SELECT txid, vout, script, value, height, spent_txid, spent_height "
+                "FROM wallet_outputs WHERE wallet = %s", (wallet,))
+        }  # fmt: skip
+        balances = {
+            a: (c, u)
+            for a, c, u in conn.execute(
+                "SELECT address, confirmed, unconfirmed FROM wallet_balances WHERE wallet = %s",
+                (wallet,))
+        }  # fmt: skip
+        utxos = sorted(
+            (bytes(t).hex(), v)
+            for t, v in conn.execute("SELECT txid, vout FROM wallet_utxos WHERE wallet = %s",
+                                     (wallet,))
+        )  # fmt: skip
+    return {"transactions": txs, "outputs": outs, "balances": balances, "utxos": utxos}
+
+
+def ledger_state(ledger: regtest.Ledger, addresses: dict[bytes, str]) -> dict[str, Any]:
+    txs = {t: (x.height, x.block_hash_hex, x.position) for t, x in ledger.transactions.items()}
+    outs = {
+        key: (o.script_pubkey, o.value_sats, o.height, o.spent_txid_hex, o.spent_height)
+        for key, o in ledger.outputs.items()
+    }
+    balances = {
+        addresses[script]: (b.confirmed_sats, b.unconfirmed_sats)
+        for script, b in ledger.balances.items()
+        if any(o.script_pubkey == script for o in ledger.outputs.values())
+    }
+    utxos = sorted((o.txid_hex, o.vout) for o in ledger.utxos())
+    return {"transactions": txs, "outputs": outs, "balances": balances, "utxos": utxos}
+
+
+def watched(db_url: str, wallet: str) -> dict[bytes, str]:
+    with psycopg.connect(db_url) as conn:
+        return {
+            bytes(s): str(a)
+            for s, a in conn.execute(
+                "SELECT script, address FROM wallet_scripts WHERE wallet = %s", (wallet,)
+            )
+        }
+
+
+def assert_equals_ledger(db_url: str, sim: BitcoindSim, wallet: str) -> None:
+    scripts = watched(db_url, wallet)
+    ours, theirs = stored_state(db_url, wallet), ledger_state(sim.ledger(set(scripts)), scripts)
+    for key in ours:
+        if isinstance(ours[key], dict):
+            only_ours = {k: v for k, v in ours[key].items() if theirs[key].get(k) != v}
+            only_theirs = {k: v for k, v in theirs[key].items() if ours[key].get(k) != v}
+            assert (only_ours, only_theirs) == ({}, {}), key
+        else:
+            assert ours[key] == theirs[key], key
+
+
+def equals_ledger(db_url: str, sim: BitcoindSim, wallet: str) -> bool:
+    try:
+        assert_equals_ledger(db_url, sim, wallet)
+    except AssertionError:
+        return False
+    return True
+
+
+EVERY_TYPE = [wallet_keys.address(kind, 0).address for kind in wallet_keys.STANDARD_KINDS]
+WPKH = wallet_keys.descriptor(wallet_keys.Kind.P2WPKH)
+MULTI = wallet_keys.descriptor(wallet_keys.Kind.WSH_SORTEDMULTI)
+SH_MULTI = wallet_keys.descriptor(wallet_keys.Kind.SH_MULTI)
+TR = wallet_keys.descriptor(wallet_keys.Kind.P2TR)
+FULL_WALLET = {
+    "chain": "btc", "name": "full", "addresses": EVERY_TYPE,
+    "descriptors": [WPKH, MULTI, SH_MULTI, TR], "gap_limit": 5,
+}  # fmt: skip
+
+
+def make_activity(sim: BitcoindSim) -> None:
+    """Payments to every address type and past the first gap-limit window of descriptors,
+    spends to outside and back to the wallet, and some of it still in the mempool."""
+    sim.generate(30)  # the simulator's own coins
+    funded = [sim.pay(wallet_keys.address_script(a), 10_000 + i) for i, a in enumerate(EVERY_TYPE)]
+    sim.generate(1)
+    # Descriptors: index 3, then 7 (inside 3 + gap 5), then 11: found only as the window grows.
+    for index in (3, 7, 11):
+        _, script = wallet_keys.derive(WPKH, index)
+        sim.pay(script, 50_000 + index)
+        sim.generate(1)
+    for desc in (MULTI, SH_MULTI, TR):
+        sim.pay(wallet_keys.derive(desc, 2)[1], 77_000)
+    sim.generate(2)
+    # Spend two wallet outputs: to an outside script, change to descriptor index 12.
+    outside = regtest.p2pk_script(bytes([2]) + bytes(32))
+    change = wallet_keys.derive(WPKH, 12)[1]
+    sim.spend(funded[:2], [(outside, 15_000), (change, 5_000)])
+    sim.generate(1)
+    # In the mempool: a payment, and a spend of a confirmed wallet output.
+    sim.pay(wallet_keys.derive(WPKH, 4)[1], 33_000)
+    sim.spend([funded[2]], [(outside, 9_000)])
+
+
+async def test_every_address_type_and_descriptors_past_the_gap_limit_equal_the_ledger(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc
+) -> None:
+    make_activity(bitcoind_sim)
+    height = bitcoind_sim.height
+    electrumx.wait_synced(height)
+    await asyncio.sleep(1.0)  # ElectrumX's mempool poll
+    cfg = wallet_config(db_url, [electrumx.tcp_url], [FULL_WALLET])
+    assert await sync_to(cfg, height) == 0
+    assert_equals_ledger(db_url, bitcoind_sim, "full")
+    state = stored_state(db_url, "full")
+    assert sum(1 for h, _, _ in state["transactions"].values() if h is None) == 2
+    assert any(spent for *_, spent, _ in state["outputs"].values())
+    used = rows(db_url, "SELECT derivation_index FROM wallet_scripts WHERE used AND "
+                        "descriptor = 0 ORDER BY 1")  # fmt: skip
+    assert used == [(3,), (4,), (7,), (11,), (12,)]
+
+
+async def wait_for_ledger(db_url: str, sim: BitcoindSim, wallet: str, what: str) -> None:
+    try:
+        await async_wait_for(lambda: equals_ledger(db_url, sim, wallet), timeout_secs=60, what=what)
+    except AssertionError:
+        assert_equals_ledger(db_url, sim, wallet)  # say what differs
+        raise
+
+
+async def test_following_payments_reorgs_and_replacements(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc
+) -> None:
+    """While the daemon follows: a payment confirms; a reorg drops a confirmed transaction,
+    another moves one to another height; a mempool transaction is replaced (a double
+    spend). After each, the tables equal the simulator's ledger."""
+    sim = bitcoind_sim
+    sim.generate(20)
+    electrumx.wait_synced(20)
+    wallet = {"chain": "btc", "name": "w", "descriptors": [WPKH], "gap_limit": 5}
+    cfg = wallet_config(db_url, [electrumx.tcp_url], [wallet])
+    receive = [wallet_keys.derive(WPKH, i)[1] for i in range(4)]
+    async with running_sync(cfg) as (task, runtime):
+        paid, _ = sim.pay(receive[0], 40_000)
+        await wait_for_ledger(db_url, sim, "w", "a mempool payment")
+        assert stored_state(db_url, "w")["transactions"][paid][0] is None
+        sim.generate(1)
+        await wait_for_ledger(db_url, sim, "w", "the payment confirmed")
+        assert stored_state(db_url, "w")["transactions"][paid][0] == 21
+
+        dropped, _ = sim.pay(receive[1], 41_000)
+        moved, _ = sim.pay(receive[2], 42_000)
+        sim.generate(1)  # both at 22
+        await wait_for_ledger(db_url, sim, "w", "two payments at 22")
+        sim.reorg(1, 3, drop={dropped}, delay={moved})  # 22-24: moved lands at 24
+        await wait_for_ledger(db_url, sim, "w", "a reorg that drops one and moves one")
+        state = stored_state(db_url, "w")
+        assert dropped not in state["transactions"]
+        assert state["transactions"][moved][0] == 24
+
+        first, _ = sim.pay(receive[3], 43_000)
+        await wait_for_ledger(db_url, sim, "w", "a mempool payment to replace")
+        second = sim.replace(first, [(receive[3], 42_000)])
+        await wait_for_ledger(db_url, sim, "w", "the replacement")
+        state = stored_state(db_url, "w")
+        assert first not in state["transactions"] and state["transactions"][second][0] is None
+        sim.generate(1)
+        await wait_for_ledger(db_url, sim, "w", "the replacement confirmed")
+        assert runtime.chains[0].wallets is not None
+        assert runtime.chains[0].wallets.proofs_checked >= 4
+    assert task.result() == 0
