@@ -48,6 +48,7 @@ def _run(
     *,
     grace_secs: float | None = None,
     notifier: Notifier | None = None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> int:
     """Run `main(stop)`: SIGINT/SIGTERM set `stop`; a second signal, or `grace_secs` after the
     first, cancels it (an open transaction is then rolled back, never half committed)."""
@@ -76,11 +77,15 @@ def _run(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig.name)
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         try:
             return await main(stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            if on_hangup is not None:
+                loop.remove_signal_handler(signal.SIGHUP)
 
     try:
         return asyncio.run(wrapper())
@@ -170,14 +175,23 @@ def sync_cmd(ctx: click.Context, chains: tuple[str, ...], to_height: int | None)
     cfg = _load(ctx, chains)
 
     notifier = Notifier(os.environ)
+    path: str | None = ctx.obj["config_path"]
+    reload = daemon.Reload(lambda: config_mod.load(path))
 
     async def run(stop: asyncio.Event) -> int:
         return await daemon.run_sync(
-            cfg, chains=chains, to_height=to_height, stop=stop, notifier=notifier
+            cfg, chains=chains, to_height=to_height, stop=stop, notifier=notifier, reload=reload
         )
 
     try:
-        sys.exit(_run(run, grace_secs=cfg.service.shutdown_grace_secs, notifier=notifier))
+        sys.exit(
+            _run(
+                run,
+                grace_secs=cfg.service.shutdown_grace_secs,
+                notifier=notifier,
+                on_hangup=reload.request,
+            )
+        )
     finally:
         notifier.close()
 

@@ -65,6 +65,53 @@ def make_rpc(chain: ChainConfig) -> kinds.Client:
     return kinds.kind_of(chain).make_client(chain)
 
 
+class Reload:
+    """SIGHUP: read the config file again and apply what can change without a restart (the
+    `[[wallets]]` entries); anything else is logged as waiting for a restart."""
+
+    def __init__(self, load: Callable[[], Config]) -> None:
+        self._load = load
+        self.requested = asyncio.Event()
+
+    def request(self) -> None:
+        self.requested.set()
+
+    async def run(self, runtime: Runtime, *, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            waiters = [asyncio.ensure_future(stop.wait()),
+                       asyncio.ensure_future(self.requested.wait())]  # fmt: skip
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if stop.is_set():
+                return
+            self.requested.clear()
+            await self.apply(runtime)
+
+    async def apply(self, runtime: Runtime) -> None:
+        try:
+            new = await asyncio.to_thread(self._load)
+        except errors.ConfigError as exc:
+            logger.error("reload: the config is not applied: %s", exc, extra={"action": "reload"})
+            return
+        if new.model_dump(exclude={"wallets"}) != runtime.cfg.model_dump(exclude={"wallets"}):
+            logger.warning(
+                "reload: only [[wallets]] changes apply without a restart; the other changes "
+                "wait for one",
+                extra={"action": "reload"},
+            )
+        for chain in runtime.chains:
+            if chain.wallets is not None:
+                await chain.wallets.reconfigure(new.wallets_of(chain.name))
+        names = [w.name for w in new.wallets]
+        logger.info(
+            "reload: watching wallet(s) %s", ", ".join(names) or "(none)",
+            extra={"action": "reload"},
+        )  # fmt: skip
+
+
 async def run_sync(
     cfg: Config,
     *,
@@ -74,6 +121,7 @@ async def run_sync(
     progress: Progress | None = None,
     notifier: Notifier | None = None,
     on_ready: Callable[[Runtime], None] | None = None,
+    reload: Reload | None = None,
 ) -> int:
     """Run `indexer sync`; return the process exit code.
 
@@ -121,8 +169,13 @@ async def run_sync(
                 watchdog = group.create_task(
                     _watchdog(runtime, notifier, stop=stop), name="watchdog"
                 )
+                reloader = None
+                if reload is not None:
+                    reloader = group.create_task(reload.run(runtime, stop=stop), name="reload")
                 await asyncio.gather(*tasks)
                 watchdog.cancel()
+                if reloader is not None:
+                    reloader.cancel()
         except* errors.IndexerError as group_exc:
             # One chain failed in a way that needs a restart: report that error, not a group.
             raise group_exc.exceptions[0] from None
@@ -234,8 +287,7 @@ async def _build(
                 store, chain=chain_id, name=chain.name, events=events, sinks=writer.sinks
             )
         wallets = None
-        if cfg.wallets_of(chain.name):
-            assert isinstance(rpc, ElectrumServers)
+        if isinstance(rpc, ElectrumServers):  # wallets can be added later (SIGHUP)
             wallets = WalletSyncer(
                 WalletStore(store, chain=chain_id, name=chain.name),
                 rpc,

@@ -226,6 +226,9 @@ class WalletSyncer:
     async def round(self) -> bool:
         """One round (see the module docstring); True when another should follow at once."""
         self._wake.clear()
+        if not self.wallets:
+            self._clean = True
+            return False
         self.rounds += 1
         now = time.monotonic()
         full = self._full_due or now - self._last_full > FULL_PASS_SECS

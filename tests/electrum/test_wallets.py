@@ -3,7 +3,9 @@ outputs, spends and balances equal the simulator's ledger, proven against stored
 
 from __future__ import annotations
 
-import asyncio
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,7 +15,7 @@ from indexer.wallets import keys
 from tests.electrum import regtest, wallet_keys
 from tests.electrum.bitcoind_sim import BitcoindSim
 from tests.electrum.electrumx_proc import ElectrumXProc
-from tests.integration.helpers import async_wait_for, running_sync, sync_to
+from tests.integration.helpers import async_wait_for, running_sync, spawn_cli, sync_to, wait_for
 
 TPUB = (
     "tpubD6NzVbkrYhZ4WaWSyoBvQwbpLkojyoTZPRsgXELWz3Popb3qkjcJyJUGLnL4qHHoQvao8ESaAstxYSnhyswJ76"
@@ -191,7 +193,12 @@ async def test_every_address_type_and_descriptors_past_the_gap_limit_equal_the_l
     make_activity(bitcoind_sim)
     height = bitcoind_sim.height
     electrumx.wait_synced(height)
-    await asyncio.sleep(1.0)  # ElectrumX's mempool poll
+    mempool_script = wallet_keys.derive(WPKH, 4)[1]
+    await async_wait_for(
+        lambda: bool(electrumx.call("blockchain.scripthash.get_mempool",
+                                    keys.scripthash(mempool_script).hex())),
+        what="ElectrumX's mempool",
+    )  # fmt: skip
     cfg = wallet_config(db_url, [electrumx.tcp_url], [FULL_WALLET])
     assert await sync_to(cfg, height) == 0
     assert_equals_ledger(db_url, bitcoind_sim, "full")
@@ -252,3 +259,102 @@ async def test_following_payments_reorgs_and_replacements(
         assert runtime.chains[0].wallets is not None
         assert runtime.chains[0].wallets.proofs_checked >= 4
     assert task.result() == 0
+
+
+def write_config(path: Path, db_url: str, url: str, wallets: list[dict[str, Any]]) -> None:
+    text = (
+        f'[database]\nurl = "{db_url}"\n[[chains]]\nname = "btc"\nkind = "electrum"\n'
+        f'urls = ["{url}"]\ngenesis_hash = "{regtest.GENESIS_HASH_HEX}"\n'
+        "poll_interval_secs = 0.2\n"
+    )
+    for wallet in wallets:
+        text += "[[wallets]]\n" + "".join(f"{k} = {v!r}\n" for k, v in wallet.items())
+    path.write_text(text.replace("'", '"'))
+
+
+def test_a_wallet_and_an_address_added_to_a_running_indexer_sync_on_sighup(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc, tmp_path: Path
+) -> None:
+    sim = bitcoind_sim
+    sim.generate(10)
+    first = wallet_keys.address(wallet_keys.Kind.P2WPKH, 0)
+    later = wallet_keys.address(wallet_keys.Kind.P2TR, 0)
+    other = wallet_keys.address(wallet_keys.Kind.P2PKH, 5)
+    for target in (first, later, other):
+        sim.pay(target.script_pubkey, 20_000)
+    sim.generate(2)
+    electrumx.wait_synced(12)
+    path = tmp_path / "indexer.toml"
+    write_config(path, db_url, electrumx.tcp_url,
+                 [{"chain": "btc", "name": "a", "addresses": [first.address]}])  # fmt: skip
+    proc = spawn_cli("--config", str(path), "sync")
+    try:
+        wait_for(lambda: equals_ledger(db_url, sim, "a") and bool(stored_state(db_url, "a")
+                 ["transactions"]), what="wallet a in sync")  # fmt: skip
+        blocks_before = rows(db_url, "SELECT count(*) FROM blocks")
+        write_config(path, db_url, electrumx.tcp_url, [
+            {"chain": "btc", "name": "a", "addresses": [first.address, later.address]},
+            {"chain": "btc", "name": "b", "descriptors": [wallet_keys.descriptor(
+                wallet_keys.Kind.P2PKH)], "gap_limit": 6},
+        ])  # fmt: skip
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: len(stored_state(db_url, "a")["transactions"]) == 2,
+                 what="the address added to wallet a")  # fmt: skip
+        wait_for(lambda: len(stored_state(db_url, "b")["transactions"]) == 1,
+                 what="wallet b added")  # fmt: skip
+        assert_equals_ledger(db_url, sim, "a")
+        assert_equals_ledger(db_url, sim, "b")
+        assert proc.poll() is None  # nothing restarted
+        assert rows(db_url, "SELECT count(*) FROM blocks") == blocks_before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "reload: watching wallet(s) a, b" in err
+
+
+def test_verify_rechecks_every_stored_proof_and_stats_show_the_wallet(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.integration.helpers import run_cli
+
+    sim = bitcoind_sim
+    target = wallet_keys.address(wallet_keys.Kind.P2WPKH, 0)
+    sim.generate(3)
+    sim.generate(2, script_pubkey=target.script_pubkey)  # coinbases at 4 and 5
+    sim.pay(target.script_pubkey, 12_345)
+    sim.generate(3)
+    sim.pay(target.script_pubkey, 999)  # stays in the mempool
+    electrumx.wait_synced(8)
+    path = tmp_path / "indexer.toml"
+    write_config(path, db_url, electrumx.tcp_url,
+                 [{"chain": "btc", "name": "w", "addresses": [target.address]}])  # fmt: skip
+    wait_for(
+        lambda: bool(electrumx.call("blockchain.scripthash.get_mempool", target.scripthash)),
+        what="ElectrumX's mempool",
+    )
+    done = run_cli("--config", str(path), "sync", "--to", "8")
+    assert done.returncode == 0, done.stderr
+    assert_equals_ledger(db_url, sim, "w")
+    ok = run_cli("--config", str(path), "verify")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok (" in ok.stdout and "3 wallet transaction proof(s)" in ok.stdout
+    stats = run_cli("--config", str(path), "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    (wallet,) = json.loads(stats.stdout)[0]["wallets"]
+    assert (wallet["wallet"], wallet["confirmed_transactions"]) == ("w", 3)
+    assert wallet["scripts"] == 1 and wallet["synced_at"] is not None
+    text = run_cli("--config", str(path), "stats")
+    assert "wallet w: 1 scripts, 3 confirmed and" in text.stdout
+    # A stored proof changed by hand, an output's value changed: both found.
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE wallet_transactions SET merkle_branch = ARRAY[%s::bytea] "
+                     "WHERE height = 6", (bytes(32),))  # fmt: skip
+        conn.execute("UPDATE wallet_outputs SET value = value + 1 WHERE height = 4")
+    bad = run_cli("--config", str(path), "verify")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "does not reach the merkle root" in bad.stdout
+    assert "not what the stored transaction pays" in bad.stdout
+    assert "2 problem(s)" in bad.stdout

@@ -51,12 +51,15 @@ def _seconds(value: str) -> float:
 
 
 def _verify(unit_text: str, root: Path) -> subprocess.CompletedProcess[str]:
-    """`systemd-analyze verify` of `unit_text` in a fake root holding its ExecStart binary."""
-    exec_start = shlex.split(_directives(unit_text)["ExecStart"][-1])[0].lstrip("@-:+!")
-    stub = root / exec_start.lstrip("/")
-    stub.parent.mkdir(parents=True, exist_ok=True)
-    stub.write_text("#!/bin/sh\nexit 0\n")
-    stub.chmod(0o755)
+    """`systemd-analyze verify` of `unit_text` in a fake root holding its Exec* binaries."""
+    directives = _directives(unit_text)
+    for key in ("ExecStart", "ExecReload"):
+        for line in directives.get(key, []):
+            binary = shlex.split(line)[0].lstrip("@-:+!")
+            stub = root / binary.lstrip("/")
+            stub.parent.mkdir(parents=True, exist_ok=True)
+            stub.write_text("#!/bin/sh\nexit 0\n")
+            stub.chmod(0o755)
     units = root / "usr/lib/systemd/system"
     if not units.exists():
         shutil.copytree(HOST_UNITS, units, symlinks=True)
