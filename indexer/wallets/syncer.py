@@ -252,29 +252,16 @@ class WalletSyncer:
             self._clean = full
             return False
         try:
-            url, statuses = await self.requests.statuses(every)
+            waiting, changes = await self._check(every, check, full=full)
         except BaseException:
+            # Nothing of this round was written: look at everything it had to look at again.
             self._dirty |= dirty
+            if full:
+                self._full_due = True
             raise
-        self._subscribed = (url, self.servers.connection_of(url))
         if full:
             self._full_due, self._last_full = False, now
-        changed = {
-            w: {sh for sh in shs if self.wallets[w].scripts[sh].status != (statuses[sh] or b"")}
-            for w, shs in check.items()
-        }
-        waiting, changes = await self._changes(url, statuses, changed)
         self._waiting = waiting
-        synced = [
-            w.name for w in self.wallets.values()
-            if full and not any(n == w.name for n, _ in waiting)
-        ]  # fmt: skip
-        if any(c.updates for c in changes) or synced or self.rounds == 1:
-            await self.store.write(changes, synced=synced)
-            for row in await self.store.stats():
-                if row.name in self.wallets:
-                    self.wallets[row.name].confirmed = row.confirmed
-                    self.wallets[row.name].unconfirmed = row.unconfirmed
         wall = time.time()
         for w in self.wallets.values():
             w.in_sync = not any(n == w.name for n, _ in waiting) and not self._dirty
@@ -293,6 +280,30 @@ class WalletSyncer:
                 wallet.in_sync = False  # new scripts to look at
         self._clean = full and not waiting and not grown
         return grown
+
+    async def _check(
+        self, every: list[Script], check: dict[str, set[bytes]], *, full: bool
+    ) -> tuple[set[tuple[str, bytes]], list[WalletChange]]:
+        """Statuses of `every` script, then what changed fetched, checked and written;
+        the scripts left waiting, and the changes."""
+        url, statuses = await self.requests.statuses(every)
+        self._subscribed = (url, self.servers.connection_of(url))
+        changed = {
+            w: {sh for sh in shs if self.wallets[w].scripts[sh].status != (statuses[sh] or b"")}
+            for w, shs in check.items()
+        }
+        waiting, changes = await self._changes(url, statuses, changed)
+        synced = [
+            w.name for w in self.wallets.values()
+            if full and not any(n == w.name for n, _ in waiting)
+        ]  # fmt: skip
+        if any(c.updates for c in changes) or synced or self.rounds == 1:
+            await self.store.write(changes, synced=synced)
+            for row in await self.store.stats():
+                if row.name in self.wallets:
+                    self.wallets[row.name].confirmed = row.confirmed
+                    self.wallets[row.name].unconfirmed = row.unconfirmed
+        return waiting, changes
 
     # -- Fetch and check what changed
 
