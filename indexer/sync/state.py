@@ -66,6 +66,7 @@ class ChainState:
     confirmations: int
     tip: BlockRef | None = None  # the checkpoint, as last read or written
     head: int | None = None  # the node's head, as last seen
+    head_checks: int = 0  # times the node's head was asked for, since start
     halted: str | None = None  # why, once the chain halted (an operator must act)
     writer_lock: str | None = "not taken yet"  # why the writer lock is not ours (None: it is)
     waiting: str | None = None  # what the chain waits out now (a database outage)

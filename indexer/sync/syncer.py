@@ -315,6 +315,7 @@ class ChainSyncer:
         stale = now - self._head_at >= self.cfg.poll_interval_secs
         if state.head is None or stale:
             head = await self._until_stop(self.source.head())
+            state.head_checks += 1
             if head != state.head:
                 # Recorded for `stats` and the coverage view (through the writer: the sync
                 # path needs no pooled connection).

@@ -15,6 +15,7 @@ import pytest
 from indexer import daemon, errors
 from indexer.config import Config
 from indexer.devnet.traffic import fill_blocks
+from indexer.runtime import Runtime
 from indexer.sync.progress import Progress
 from tests.integration.helpers import (
     async_wait_for,
@@ -61,9 +62,13 @@ def a_tx(anvil: Any, value: int = 1) -> dict[str, object]:
 
 
 @asynccontextmanager
-async def following(cfg: Config) -> AsyncIterator[asyncio.Task[int]]:
+async def following(cfg: Config, started: list[Runtime] | None = None
+                    ) -> AsyncIterator[asyncio.Task[int]]:  # fmt: skip
     stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run_sync(cfg, stop=stop, progress=Progress(tty=False)))
+    on_ready = None if started is None else started.append
+    task = asyncio.create_task(
+        daemon.run_sync(cfg, stop=stop, progress=Progress(tty=False), on_ready=on_ready)
+    )
     try:
         yield task
     finally:
@@ -198,11 +203,15 @@ def test_reorg_deeper_than_limit_halts_then_rewind_recovers(
 async def test_head_going_backwards_is_lagging_not_a_reorg(db_url: str, anvil: Any) -> None:
     fill_blocks(anvil, 30, txs_per_block=(1, 2), seed=17)
     cfg = make_config(db_url, anvil.url)
-    async with following(cfg):
+    started: list[Runtime] = []
+    async with following(cfg, started):
         await async_wait_for(lambda: in_sync(db_url, anvil), what="initial sync")
         counts = table_counts(db_url)
         anvil.rollback(3)
-        await asyncio.sleep(1.0)  # five polls at 0.2 s
+        state = started[0].chains[0].state
+        checks = state.head_checks
+        # Five looks at the lower head: height alone must never roll back.
+        await async_wait_for(lambda: state.head_checks >= checks + 5, what="five head checks")
         assert table_counts(db_url) == counts, "height alone must never roll back"
         assert reorg_rows(db_url) == []
         fill_blocks(anvil, 5, txs_per_block=(1, 2), seed=18)  # a new, longer branch

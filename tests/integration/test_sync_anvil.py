@@ -12,6 +12,7 @@ import pytest
 
 from indexer import daemon, errors
 from indexer.devnet.traffic import fill_blocks
+from indexer.runtime import Runtime
 from indexer.sync.progress import Progress
 from tests.integration.helpers import (
     async_wait_for,
@@ -63,11 +64,16 @@ async def test_follows_the_head_and_respects_confirmations(db_url: str, anvil: A
     anvil.mine(40)
     cfg = make_config(db_url, anvil.url, confirmations=5, batch_size=16)
     stop = asyncio.Event()
+    started: list[Runtime] = []
     task = asyncio.create_task(
-        daemon.run_sync(cfg, stop=stop, progress=Progress(tty=False)), name="sync"
+        daemon.run_sync(cfg, stop=stop, progress=Progress(tty=False), on_ready=started.append),
+        name="sync",
     )
     await async_wait_for(lambda: checkpoint(db_url) == 35, what="checkpoint 35")
-    await asyncio.sleep(0.6)  # several polls: nothing closer than 5 blocks to the head
+    state = started[0].chains[0].state
+    checks = state.head_checks
+    # Three more looks at the node's head: nothing closer than 5 blocks to it is written.
+    await async_wait_for(lambda: state.head_checks >= checks + 3, what="three head checks")
     assert checkpoint(db_url) == 35
     fill_blocks(anvil, 20, txs_per_block=(1, 3), seed=2)
     await async_wait_for(lambda: checkpoint(db_url) == 55, what="checkpoint 55")
