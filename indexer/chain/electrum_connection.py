@@ -263,6 +263,58 @@ class ElectrumConnection:
             finally:
                 self._pending.pop(request_id, None)
 
+    async def batch(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        timeout_secs: float | None = None,
+    ) -> list[Any]:
+        """Send `calls` as one JSON-RPC batch (one line, one request slot) and return their
+        results in order; the first error object raises (`RpcError`). One answer line for
+        many: a server that holds small answers back (ElectrumX pads and delays replies
+        under 1 KiB) sends it at once."""
+        if not calls:
+            return []
+        if len(calls) == 1:
+            return [await self.request(*calls[0], timeout_secs=timeout_secs)]
+        timeout = self._timeout_secs if timeout_secs is None else timeout_secs
+        async with self._in_flight:
+            if self.failure is not None:
+                raise _copy(self.failure)
+            assert self._writer is not None, "request before open()"
+            loop = asyncio.get_running_loop()
+            ids = [next(self._ids) for _ in calls]
+            self._last_id = ids[-1]
+            futures: list[asyncio.Future[Any]] = []
+            for request_id in ids:
+                future: asyncio.Future[Any] = loop.create_future()
+                self._pending[request_id] = future
+                futures.append(future)
+            message = [
+                {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
+                for request_id, (method, params) in zip(ids, calls, strict=True)
+            ]
+            try:
+                async with asyncio.timeout(timeout):
+                    self._writer.write(orjson.dumps(message) + b"\n")
+                    await self._writer.drain()
+                    return list(await asyncio.gather(*futures))
+            except TimeoutError as exc:
+                raise errors.SourceTimeout(
+                    f"{self.where}: no answer to a batch of {len(calls)} ({calls[0][0]}, ...) "
+                    f"within {timeout:g}s"
+                ) from exc
+            except OSError as exc:
+                self._fail(errors.SourceTransient(f"{self.where}: connection lost: {exc}"))
+                raise errors.SourceTransient(f"{self.where}: connection lost: {exc}") from exc
+            finally:
+                for request_id, future in zip(ids, futures, strict=True):
+                    self._pending.pop(request_id, None)
+                    if not future.done():
+                        future.cancel()
+                    elif not future.cancelled():
+                        future.exception()  # retrieved: the first one raised is enough
+
     # -- Internals
 
     def _fail(self, exc: errors.SourceError) -> None:
@@ -324,6 +376,13 @@ class ElectrumConnection:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:
             raise errors.ResponseCorrupted(f"{self.where}: a line is not JSON") from None
+        if isinstance(message, list) and message:  # the answers to a batch
+            for item in message:
+                self._dispatch_one(item)
+            return
+        self._dispatch_one(message)
+
+    def _dispatch_one(self, message: Any) -> None:
         if not isinstance(message, dict):
             raise errors.ResponseCorrupted(f"{self.where}: a message is not a JSON object")
         request_id = message.get("id")

@@ -33,7 +33,11 @@ from indexer.wallets.model import Proof
 T = TypeVar("T")
 
 SCRIPTPUBKEY_PROTOCOL = (1, 7)
-HISTORY_RETRIES = 3  # a history that moved between its status and its entries is asked again
+HISTORY_RETRIES = 3
+BATCH = 100  # requests per JSON-RPC batch
+Call = tuple[
+    str, Sequence[Any]
+]  # a history that moved between its status and its entries is asked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +76,60 @@ def parse_history(value: Any, where: str) -> tuple[tuple[bytes, int], ...]:
     return tuple(entries)
 
 
-async def _script_call(conn: ec.ElectrumConnection, what: str, script: Script) -> Any:
+def _script_request(conn: ec.ElectrumConnection, what: str, script: Script) -> Call:
     """`blockchain.scripthash.<what>` by script hash, or from protocol 1.7 (where those are
-    gone) `blockchain.scriptpubkey.<what>` by the script itself; histories unwrapped."""
+    gone) `blockchain.scriptpubkey.<what>` by the script itself."""
     if conn.protocol >= SCRIPTPUBKEY_PROTOCOL:
-        reply = await conn.request(f"blockchain.scriptpubkey.{what}", [script.script.hex()])
-        if what == "get_history":
-            if not isinstance(reply, dict) or "history" not in reply:
-                raise errors.ResponseCorrupted(f"{conn.where} get_history: expected a history")
-            return reply["history"]
-        return reply
-    return await conn.request(f"blockchain.scripthash.{what}", [script.scripthash.hex()])
+        return f"blockchain.scriptpubkey.{what}", [script.script.hex()]
+    return f"blockchain.scripthash.{what}", [script.scripthash.hex()]
+
+
+def _history_of(conn: ec.ElectrumConnection, reply: Any, where: str) -> Any:
+    """A history answer as a list (1.7 wraps it in an object)."""
+    if conn.protocol >= SCRIPTPUBKEY_PROTOCOL:
+        if not isinstance(reply, dict) or "history" not in reply:
+            raise errors.ResponseCorrupted(f"{where}: expected a history")
+        return reply["history"]
+    return reply
+
+
+def _chunks(items: Sequence[T], size: int = BATCH) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def _batched(conn: ec.ElectrumConnection, calls: Sequence[Call]) -> list[Any]:
+    """`calls` as JSON-RPC batches of at most `BATCH`, all in flight at once."""
+    replies = await gather_all([conn.batch(chunk) for chunk in _chunks(calls)])
+    return [reply for chunk in replies for reply in chunk]
+
+
+@dataclass(frozen=True, slots=True)
+class ProofAsk:
+    parsed: proofs.ParsedTx
+    height: int
+    block_hash: bytes
+    merkle_root: bytes
+    prefer: str | None = None
+
+
+def _checked_proof(conn: ec.ElectrumConnection, ask: ProofAsk, reply: Any) -> Proof:
+    where = f"{conn.where} blockchain.transaction.get_merkle {ask.parsed.txid.hex()}"
+    obj = require_dict(reply, where)
+    if obj.get("block_height") != ask.height:
+        raise errors.ResponseCorrupted(f"{where}: a proof for another height")
+    branch_hex, position = obj.get("merkle"), obj.get("pos")
+    if (
+        not isinstance(branch_hex, list)
+        or isinstance(position, bool)
+        or not isinstance(position, int)
+    ):
+        raise errors.ResponseCorrupted(f"{where}: expected merkle (a list) and pos")
+    branch = tuple(require_hex(h, where, size=32) for h in branch_hex)
+    proofs.check_proof(
+        ask.parsed, branch=branch, position=position, header_merkle_root=ask.merkle_root,
+        where=where,
+    )  # fmt: skip
+    return Proof(height=ask.height, block_hash=ask.block_hash, position=position, branch=branch)
 
 
 class WalletServers:
@@ -100,7 +147,7 @@ class WalletServers:
 
         async def job(conn: ec.ElectrumConnection) -> tuple[str, dict[bytes, bytes | None]]:
             where = f"{conn.where} subscribe"
-            replies = await gather_all([_script_call(conn, "subscribe", s) for s in scripts])
+            replies = await _batched(conn, [_script_request(conn, "subscribe", s) for s in scripts])
             return conn.url, {
                 s.scripthash: parse_status(reply, where)
                 for s, reply in zip(scripts, replies, strict=True)
@@ -108,21 +155,39 @@ class WalletServers:
 
         return await self.servers.run(job, url=url, alternate=alternate)
 
-    async def history(self, script: Script, *, url: str | None = None) -> History:
-        """One script's history and status, from one server, consistent with each other."""
+    async def histories(
+        self, scripts: Sequence[Script], *, url: str | None = None
+    ) -> dict[bytes, History]:
+        """Each script's history and status, all from one server, each history hashing to
+        its status (one that moved in between is asked again)."""
 
-        async def job(conn: ec.ElectrumConnection) -> History:
-            where = f"{conn.where} history of {script.scripthash.hex()}"
+        async def job(conn: ec.ElectrumConnection) -> dict[bytes, History]:
+            out: dict[bytes, History] = {}
+            pending = list(scripts)
             for _ in range(HISTORY_RETRIES):
-                status_reply, history_reply = await gather_all([
-                    _script_call(conn, "subscribe", script),
-                    _script_call(conn, "get_history", script),
-                ])  # fmt: skip
-                status = parse_status(status_reply, where)
-                entries = parse_history(history_reply, where)
-                if proofs.status(entries) == status:
-                    return History(conn.url, status, entries)
-            raise errors.ResponseCorrupted(f"{where}: the history does not hash to its status")
+                calls = [
+                    call
+                    for s in pending
+                    for call in (_script_request(conn, "subscribe", s),
+                                 _script_request(conn, "get_history", s))
+                ]  # fmt: skip
+                replies = await _batched(conn, calls)
+                moved = []
+                for i, script in enumerate(pending):
+                    where = f"{conn.where} history of {script.scripthash.hex()}"
+                    status = parse_status(replies[2 * i], where)
+                    entries = parse_history(_history_of(conn, replies[2 * i + 1], where), where)
+                    if proofs.status(entries) == status:
+                        out[script.scripthash] = History(conn.url, status, entries)
+                    else:
+                        moved.append(script)
+                if not moved:
+                    return out
+                pending = moved
+            raise errors.ResponseCorrupted(
+                f"{conn.where}: the history of {pending[0].scripthash.hex()} does not hash to "
+                "its status"
+            )
 
         return await self.servers.run(job, url=url)
 
@@ -140,64 +205,65 @@ class WalletServers:
 
         return await self.servers.run(job, url=url, attempts=1)
 
-    async def transaction(self, txid: bytes) -> proofs.ParsedTx:
-        """A transaction, whose bytes must hash to `txid`."""
+    async def transactions(self, txids: Sequence[bytes]) -> dict[bytes, proofs.ParsedTx]:
+        """Transactions, each of whose bytes must hash to its txid; batches spread over the
+        servers."""
 
-        async def job(conn: ec.ElectrumConnection) -> proofs.ParsedTx:
-            where = f"{conn.where} blockchain.transaction.get {txid.hex()}"
-            raw = require_hex(await conn.request("blockchain.transaction.get", [txid.hex()]), where)
-            return proofs.parse_tx(raw, txid, where=where)
-
-        return await self._spread(job)
-
-    async def proof(
-        self,
-        parsed: proofs.ParsedTx,
-        height: int,
-        *,
-        block_hash: bytes,
-        merkle_root: bytes,
-        prefer: str | None = None,
-    ) -> Proof | None:
-        """`parsed`'s proof in the block we store at `height` (None: the server's block at
-        that height is another than ours, so ask again once the two agree)."""
-
-        async def job(conn: ec.ElectrumConnection) -> Proof | None:
-            where = f"{conn.where} blockchain.transaction.get_merkle {parsed.txid.hex()}"
-            reply = require_dict(
-                await conn.request(
-                    "blockchain.transaction.get_merkle", [parsed.txid.hex(), height]
-                ),
-                where,
-            )
-            if reply.get("block_height") != height:
-                raise errors.ResponseCorrupted(f"{where}: a proof for another height")
-            branch_hex = reply.get("merkle")
-            position = reply.get("pos")
-            if (
-                not isinstance(branch_hex, list)
-                or isinstance(position, bool)
-                or not isinstance(position, int)
-            ):
-                raise errors.ResponseCorrupted(f"{where}: expected merkle (a list) and pos")
-            branch = tuple(require_hex(h, where, size=32) for h in branch_hex)
-            try:
-                proofs.check_proof(
-                    parsed, branch=branch, position=position, header_merkle_root=merkle_root,
-                    where=where,
-                )  # fmt: skip
-            except errors.ResponseCorrupted:
-                header = require_hex(
-                    await conn.request("blockchain.block.header", [height]),
-                    f"{conn.where} header {height}",
-                    size=btc_headers.HEADER_SIZE,
+        async def fetch(chunk: Sequence[bytes]) -> list[proofs.ParsedTx]:
+            async def job(conn: ec.ElectrumConnection) -> list[proofs.ParsedTx]:
+                replies = await conn.batch(
+                    [("blockchain.transaction.get", [t.hex()]) for t in chunk]
                 )
-                if btc_headers.parse_header(header, height=height).hash != block_hash:
-                    return None  # its chain differs from ours at that height: not a lie
-                raise
-            return Proof(height=height, block_hash=block_hash, position=position, branch=branch)
+                out = []
+                for txid, reply in zip(chunk, replies, strict=True):
+                    where = f"{conn.where} blockchain.transaction.get {txid.hex()}"
+                    out.append(proofs.parse_tx(require_hex(reply, where), txid, where=where))
+                return out
 
-        return await self._spread(job, prefer=prefer)
+            return await self._spread(job)
+
+        found = await gather_all([fetch(chunk) for chunk in _chunks(txids)])
+        return {tx.txid: tx for chunk in found for tx in chunk}
+
+    async def proofs(self, asks: Sequence[ProofAsk]) -> list[Proof | None]:
+        """Each transaction's proof in the block we store at its height (None: the server's
+        block at that height is another than ours, so ask again once the two agree);
+        batches spread over the servers, the server that reported a transaction first."""
+
+        async def fetch(chunk: Sequence[ProofAsk]) -> list[Proof | None]:
+            async def job(conn: ec.ElectrumConnection) -> list[Proof | None]:
+                replies = await conn.batch(
+                    [("blockchain.transaction.get_merkle", [a.parsed.txid.hex(), a.height])
+                     for a in chunk]
+                )  # fmt: skip
+                out: list[Proof | None] = []
+                doubtful: list[tuple[int, errors.ResponseCorrupted]] = []
+                for i, (ask, reply) in enumerate(zip(chunk, replies, strict=True)):
+                    try:
+                        out.append(_checked_proof(conn, ask, reply))
+                    except errors.ResponseCorrupted as exc:
+                        out.append(None)
+                        doubtful.append((i, exc))
+                if doubtful:
+                    # A proof that does not reach our header's root: a lie if the server's
+                    # header at that height is ours, else its chain differs from ours there.
+                    headers = await conn.batch(
+                        [("blockchain.block.header", [chunk[i].height]) for i, _ in doubtful]
+                    )
+                    for (i, refused), header in zip(doubtful, headers, strict=True):
+                        ask = chunk[i]
+                        raw = require_hex(
+                            header, f"{conn.where} header {ask.height}",
+                            size=btc_headers.HEADER_SIZE,
+                        )  # fmt: skip
+                        if btc_headers.parse_header(raw, height=ask.height).hash == ask.block_hash:
+                            raise refused
+                return out
+
+            return await self._spread(job, prefer=chunk[0].prefer)
+
+        found = await gather_all([fetch(chunk) for chunk in _chunks(asks)])
+        return [proof for chunk in found for proof in chunk]
 
     async def _spread(
         self, job: Callable[[ec.ElectrumConnection], Awaitable[T]], *, prefer: str | None = None

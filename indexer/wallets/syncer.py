@@ -12,15 +12,14 @@ that a server has on another branch) waits for the next round, unchanged. What c
 written in one transaction (`store.wallets.WalletStore.write`). Then ranged descriptors
 are derived further where used scripts came within `gap_limit` of the end.
 
-Notifications are coalesced (`COALESCE_SECS`); requests are bounded (`MAX_IN_FLIGHT` per
-round, over the servers' own concurrency limits); a server that throttles us is left alone
-for a while by the pool, not given up on.
+Notifications are coalesced (`COALESCE_SECS`); requests go as JSON-RPC batches (`fetch`:
+one answer line for many, bounded by each server's concurrency limit); a server that
+throttles us is left alone for a while by the pool, not given up on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from indexer.chain.electrum_servers import ElectrumServers
 from indexer.config import WalletConfig
 from indexer.store.wallets import StoredScript, WalletStore
 from indexer.wallets import proof as proofs
-from indexer.wallets.fetch import History, WalletServers
+from indexer.wallets.fetch import History, ProofAsk, WalletServers
 from indexer.wallets.keys import Branch, Script
 from indexer.wallets.model import Proof, ScriptUpdate, WalletChange, WalletTx
 
@@ -43,7 +42,6 @@ NOTIFICATIONS = frozenset({"blockchain.scripthash.subscribe", "blockchain.script
 COALESCE_SECS = 0.2  # notifications gathered into one round
 POLL_SECS = 2.0  # how often to look for scripts a rollback marked, or waiting for headers
 FULL_PASS_SECS = 600.0  # every script checked again at least this often
-MAX_IN_FLIGHT = 16  # wallet requests in flight at once
 RETRY_MAX_SECS = 30.0
 
 
@@ -121,7 +119,6 @@ class WalletSyncer:
         self._subscribed: tuple[str, Any] | None = None
         self._settled = False  # with --to: sync ended, full passes until one is clean
         self._clean = False  # the last round was a full pass that left nothing to do
-        self._limit = asyncio.Semaphore(MAX_IN_FLIGHT)
         # Counters for /metrics.
         self.rounds = 0
         self.transactions_fetched = 0
@@ -262,6 +259,12 @@ class WalletSyncer:
         if full:
             self._full_due, self._last_full = False, now
         self._waiting = waiting
+        logger.debug(
+            "%s: wallet round %d (%s): %d script(s) checked, %d changed, %d waiting (%.2fs)",
+            self.name, self.rounds, "full" if full else "notified", len(every),
+            sum(len(c.updates) for c in changes), len(waiting), time.monotonic() - now,
+            extra={"chain": self.name, "action": "wallet_round"},
+        )  # fmt: skip
         wall = time.time()
         for w in self.wallets.values():
             w.in_sync = not any(n == w.name for n, _ in waiting) and not self._dirty
@@ -313,11 +316,7 @@ class WalletSyncer:
         hashes = sorted({sh for shs in changed.values() for sh in shs})
         if not hashes:
             return set(), []
-        scripts = self._scripts_of(set(hashes))
-        histories = dict(
-            zip(hashes, await self._gather([self.requests.history(s, url=url) for s in scripts]),
-                strict=True)
-        )  # fmt: skip
+        histories = await self.requests.histories(self._scripts_of(set(hashes)), url=url)
         merged, opinions = await self._second_opinion(url, histories)
         txids = sorted({txid for entries in merged.values() for txid, _, _ in entries})
         parsed = await self._transactions(txids)
@@ -364,9 +363,8 @@ class WalletSyncer:
             other, statuses = await self.requests.statuses(scripts, url=others[0])
             differ = [s.scripthash for s in scripts if statuses.get(s.scripthash) !=
                       histories[s.scripthash].status]  # fmt: skip
-            seconds = await self._gather(
-                [self.requests.history(s, url=other) for s in self._scripts_of(set(differ))]
-            )
+            found = await self.requests.histories(self._scripts_of(set(differ)), url=other)
+            seconds = [found[sh] for sh in differ]
         except (errors.SourceTransient, errors.ResponseCorrupted):
             return merged, opinions  # no second opinion this round
         for sh, second in zip(differ, seconds, strict=True):
@@ -398,13 +396,9 @@ class WalletSyncer:
             for txid, raw in stored.items()
         }
         missing = [t for t in txids if t not in out]
-        for txid, tx in zip(
-            missing,
-            await self._gather([self.requests.transaction(t) for t in missing]),
-            strict=True,
-        ):
-            out[txid] = tx
-            self.transactions_fetched += 1
+        fetched = await self.requests.transactions(missing)
+        self.transactions_fetched += len(fetched)
+        out.update(fetched)
         return out
 
     async def _prove(
@@ -430,11 +424,9 @@ class WalletSyncer:
                 proven[txid] = old
                 continue
             asks.append((txid, height, who))
-        results = await self._gather([
-            self.requests.proof(
-                parsed[txid], height, block_hash=headers[height].hash,
-                merkle_root=headers[height].merkle_root, prefer=who,
-            )
+        results = await self.requests.proofs([
+            ProofAsk(parsed[txid], height, headers[height].hash, headers[height].merkle_root,
+                     prefer=who)
             for txid, height, who in asks
         ])  # fmt: skip
         for (txid, _, _), result in zip(asks, results, strict=True):
@@ -484,18 +476,3 @@ class WalletSyncer:
             return await self.requests.tip(url)
         except (errors.SourceTransient, errors.ResponseCorrupted):
             return None
-
-    async def _gather(self, calls: Sequence[Any]) -> list[Any]:
-        async def limited(call: Any) -> Any:
-            async with self._limit:
-                return await call
-
-        tasks = [asyncio.ensure_future(limited(c)) for c in calls]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*tasks, return_exceptions=True)
-            raise
