@@ -128,8 +128,16 @@ def test_the_fixtures_cover_the_transaction_types_and_fields() -> None:
         for tx in block["transactions"]:
             types.add(tx.get("type", "0x0"))
             keys |= set(tx)
-    assert {"0x0", "0x1", "0x2", "0x3", "0x7e", "0x6a"} <= types, types
-    assert {"accessList", "blobVersionedHashes", "sourceHash", "mint", "yParity"} <= keys
+    assert {"0x0", "0x1", "0x2", "0x3", "0x4", "0x7e", "0x6a"} <= types, types
+    wanted = {
+        "accessList",
+        "blobVersionedHashes",
+        "authorizationList",
+        "sourceHash",
+        "mint",
+        "yParity",
+    }
+    assert wanted <= keys
 
 
 def test_orjson_and_fixtures_agree() -> None:

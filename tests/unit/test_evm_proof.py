@@ -49,6 +49,8 @@ LEVELS: dict[str, tuple[str, frozenset[Check]]] = {
     "ethereum-4369999": ("ethereum", FULL),
     # London, before Shanghai; no receipts were found for it.
     "ethereum-16000000": ("ethereum", BLOCK_ONLY),
+    # Paris (after the merge, before Shanghai), with its receipts.
+    "ethereum-17000000": ("ethereum", FULL),
     # Shanghai: withdrawals.
     "ethereum-18000000": ("ethereum", FULL | WITHDRAWALS),
     "ethereum-18500000": ("ethereum", FULL | WITHDRAWALS),
@@ -71,6 +73,9 @@ LEVELS: dict[str, tuple[str, frozenset[Check]]] = {
     "hive-45": ("ethereum", frozenset({Check.HEADER_HASH}) | WITHDRAWALS),
     # Hive test chain head: Prague header (requestsHash) with full body and receipts.
     "hive-54": ("ethereum", FULL | WITHDRAWALS),
+    # Another hive chain (erigon rpc-tests), Prague: a full block with a type-0x4 (set-code)
+    # transaction among 0x0/0x1/0x2; no receipts were found for it.
+    "hive-rpctests-45": ("ethereum", BLOCK_ONLY | WITHDRAWALS),
     # OP Mainnet after Isthmus with a deposit: withdrawalsRoot is off (op-isthmus quirk).
     "optimism-154497277": ("optimism", FULL),
     # Arbitrum Nitro (One and Sepolia) with internal (0x6a) transactions.
@@ -78,6 +83,8 @@ LEVELS: dict[str, tuple[str, frozenset[Check]]] = {
     "arbitrum-sepolia-185232421": ("arbitrum", FULL | ARBITRUM),
     # Polygon PoS; this block carries no state-sync receipt (see the synthetic test below).
     "polygon-50000000": ("polygon", FULL),
+    # Polygon PoS before its London fork (no baseFeePerGas); per-transaction receipts.
+    "polygon-9013760": ("polygon", FULL),
 }
 
 
@@ -215,6 +222,16 @@ def test_hive_single_transaction_and_receipt(name, kind, tx_type):
     assert tx["blockHash"] == receipt["blockHash"] == b["hash"]
     assert evm_proof.receipt_envelope(receipt)[0] == tx_type
     assert h(evm_proof.logs_bloom(receipt["logs"])) == receipt["logsBloom"]
+
+
+def test_a_full_block_verifies_its_set_code_transaction():
+    # hive-rpctests-45 has full transactions: the type-0x4 one is in the roots it verifies.
+    b = block("hive-rpctests-45")
+    setcode = [tx for tx in b["transactions"] if tx["type"] == "0x4"]
+    assert len(setcode) == 1 and setcode[0]["authorizationList"]
+    assert evm_proof.transaction_envelope(setcode[0])[0] == 0x04
+    plan = evm_proof.verify_block(b, chain="ethereum")
+    assert {Check.TRANSACTION_HASHES, Check.TRANSACTIONS_ROOT} <= set(plan.run)
 
 
 def test_every_transaction_type_claimed_verified_is_in_its_fixture():
