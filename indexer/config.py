@@ -267,11 +267,8 @@ class EventConfig(_Model):
 
     @model_validator(mode="after")
     def _declaration(self, info: pydantic.ValidationInfo) -> EventConfig:
-        if self.factory is not None:
-            raise ValueError(
-                "factory: not supported yet (list the contracts in `address`, or leave it out "
-                "for any contract)"
-            )
+        if self.factory is not None and self.address is not None:
+            raise ValueError("factory: give either `address` or `factory`, not both")
         if (self.signature is None) == (self.abi is None):
             raise ValueError("signature: give either `signature` or `abi` with `event`")
         try:
@@ -301,6 +298,17 @@ class EventConfig(_Model):
         """The checked event declaration."""
         assert self._event is not None
         return self._event
+
+    @property
+    def address_columns(self) -> tuple[str, ...]:
+        """The columns of this event's table that hold an address (a parameter, not hashed)."""
+        return tuple(
+            p.column
+            for p in self.decl.params
+            if isinstance(p.type, events_abi.Elementary)
+            and p.type.base == "address"
+            and not p.hashed
+        )
 
     @property
     def addresses(self) -> frozenset[bytes] | None:
@@ -403,6 +411,25 @@ class Config(_Model):
             if entry.table in tables:
                 raise ValueError(f"events[{i}].table: {entry.table!r} is already an event table")
             tables.add(entry.table)
+        by_table = {e.table: e for e in self.events}
+        for i, entry in enumerate(self.events):
+            if entry.factory is None:
+                continue
+            parent = by_table.get(entry.factory.table)
+            where = f"events[{i}].factory"
+            if parent is None or parent.chain != entry.chain or parent is entry:
+                raise ValueError(
+                    f"{where}.table: {entry.factory.table!r} is not another event table of "
+                    f"chain {entry.chain!r}"
+                )
+            if parent.factory is not None:
+                raise ValueError(f"{where}.table: {parent.table!r} has a factory itself")
+            if entry.factory.column not in parent.address_columns:
+                raise ValueError(
+                    f"{where}.column: {entry.factory.column!r} is not an address column of "
+                    f"{parent.table!r} (its address columns: "
+                    f"{', '.join(parent.address_columns) or 'none'})"
+                )
         return self
 
     @model_validator(mode="after")

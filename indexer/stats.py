@@ -67,8 +67,11 @@ async def collect(cfg: Config, names: Sequence[str]) -> list[dict[str, Any]]:
                             "rows": int(e["rows"]),
                             "undecodable": int(e["undecodable"]),
                             "configured": e["live_from"] is not None,
+                            "factory": e["factory"],
                             "backfill_pending_blocks": (
-                                0
+                                max(0, (checkpoint or 0) - int(e["backfilled_to"]))
+                                if e["factory"] is not None and e["live_from"] is not None
+                                else 0
                                 if e["live_from"] is None
                                 else max(0, int(e["live_from"]) - 1 - int(e["backfilled_to"]))
                             ),

@@ -73,10 +73,13 @@ OPCODES = {
     "CALLDATACOPY": 0x37,
     "CODECOPY": 0x39,
     "JUMPI": 0x57,
+    "MSTORE": 0x52,
     "JUMPDEST": 0x5B,
     "DUP1": 0x80,
+    "LOG1": 0xA1,
     "LOG2": 0xA2,
     "LOG3": 0xA3,
+    "CREATE": 0xF0,
     "RETURN": 0xF3,
 }
 

@@ -1,13 +1,16 @@
 """Backfill an event table from the chain's stored logs, while sync follows the head.
 
 A table sync decodes live from `live_from` up; below that, down to its `start_block`, its
-events come from the `logs` table, with no node requests at all. One chunk of heights at a
-time, each one transaction on a pooled connection under the chain's write lock (so no batch,
-rollback or repair of the chain runs meanwhile): the registry line is read and locked, the
-table's rows of the chunk are deleted, the chunk's logs with the event's topic are read and
-decoded, the rows copied in, and `backfilled_to` moved to the chunk's end. A chunk is
-written whole or not at all, and written again whole if it must be (a crash, an earlier
-`start_block`), so a backfill killed at any point resumes from the registry and ends exact.
+events come from the `logs` table, with no node requests at all. A table with a factory is
+not decoded live: the backfill follows its factory's table, up to as far as that is synced,
+taking the logs of each address in the factory's column from the height it appears there.
+One chunk of heights at a time, each one transaction on a pooled connection under the
+chain's write lock (so no batch, rollback or repair of the chain runs meanwhile): the
+registry line is read and locked, the table's rows of the chunk are deleted, the chunk's
+logs with the event's topic are read and decoded, the rows copied in, and `backfilled_to`
+moved to the chunk's end. A chunk is written whole or not at all, and written again whole if
+it must be (a crash, an earlier `start_block`), so a backfill killed at any point resumes
+from the registry and ends exact.
 Chunks aim at `TARGET_LOGS` logs and take the lock for a fraction of a second.
 """
 
@@ -17,6 +20,8 @@ import asyncio
 import logging
 import time
 from typing import Any, cast
+
+from psycopg import sql
 
 from indexer import errors
 from indexer.events.matcher import EventSet, EventTable, LogRow
@@ -97,6 +102,11 @@ class EventBackfiller:
                 return False  # not attached (yet, or any more)
             live_from, backfilled_to = int(row[2]), int(row[3])
             target = live_from - 1
+            if table.factory is not None:
+                found = await _factory_synced_to(cur, self.chain, table.factory[0])
+                if found is None:
+                    return False
+                target = found
             self.backfilled_to[table.name] = backfilled_to
             self.pending_blocks[table.name] = max(0, target - backfilled_to)
             if backfilled_to >= target:
@@ -104,6 +114,9 @@ class EventBackfiller:
             low = backfilled_to + 1
             high = min(target, low + self._span[table.name] - 1)
             logs = await _stored_logs(conn, self.chain, table, low, high)
+            if table.factory is not None and logs:
+                created = await _factory_addresses(conn, self.chain, table.factory, high)
+                logs = [log for log in logs if created.get(log[4], high + 1) <= log[0]]
             rows, skipped = await asyncio.to_thread(table.rows_of_logs, logs)
             await sink.rewrite(cur, self.chain, low=low, high=high, rows=rows, skipped=skipped)
         self.backfilled_to[table.name] = high
@@ -146,3 +159,30 @@ async def _stored_logs(
     cur = conn.cursor(binary=True)  # ints, bytes, and topics a list of bytes: as they are
     await cur.execute(query, params)
     return cast(list[LogRow], await cur.fetchall())
+
+
+async def _factory_synced_to(cur: Any, chain: int, parent: str) -> int | None:
+    """How far the factory's table `parent` is synced (None: not registered, or no tip)."""
+    await cur.execute(Q["event_factory_state"], {"chain": chain, "table": parent})
+    row = await cur.fetchone()
+    if row is None or row[2] is None:
+        return None
+    live_from, backfilled_to, checkpoint = row[0], int(row[1]), int(row[2])
+    synced = (
+        checkpoint if live_from is not None and backfilled_to >= live_from - 1 else backfilled_to
+    )
+    return min(checkpoint, synced)
+
+
+async def _factory_addresses(
+    conn: Any, chain: int, factory: tuple[str, str], high: int
+) -> dict[bytes, int]:
+    """Every address in the factory's column up to `high`, with the first height it is at."""
+    table, column = factory
+    query = sql.SQL(
+        "SELECT {col}, min(block_number) FROM {table} WHERE chain = %(chain)s "
+        "AND block_number <= %(high)s AND {col} IS NOT NULL GROUP BY {col}"
+    ).format(col=sql.Identifier(column), table=sql.Identifier(table))
+    cur = conn.cursor(binary=True)
+    await cur.execute(query, {"chain": chain, "high": high})
+    return {bytes(address): int(first) for address, first in await cur.fetchall()}

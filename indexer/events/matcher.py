@@ -5,7 +5,9 @@ repair): for each block at or above a table's `start_block`, every log whose fir
 the event's topic0 (and whose contract is one of the table's addresses, if it names any) is
 decoded by the event's compiled decoder (`decoder.EventDecoder`) into a row of the table;
 the rows ride along in `Block.rows` under the table's name and go to the database through
-the table's sink, in the batch's transaction. A log that has the topic but is not an
+the table's sink, in the batch's transaction (a table with a factory is not decoded here:
+the backfill fills it as far as its factory's table is synced). A log that has the topic but
+is not an
 instance of the event (an ERC-721 Transfer under an ERC-20 Transfer table) is skipped and
 recorded (`Rows.skipped`, stored in `event_undecodable`), never a wrong row. `rows_of_logs`
 does the same for stored logs (the backfill). Both read logs in one shape: (block_number,
@@ -46,6 +48,10 @@ class EventTable:
         self.topic0: bytes | None = None if event.anonymous else event.topic0
         self.topic_count = event.topic_count
         self.addresses = entry.addresses
+        # A factory's table and column: this table's contracts are the addresses there.
+        self.factory = (
+            None if entry.factory is None else (entry.factory.table, entry.factory.column)
+        )
         self.start_block = entry.start_block if entry.start_block is not None else start_block
         self.signature = event.declaration
         self._jsonb = tuple(
@@ -65,6 +71,11 @@ class EventTable:
                 listed[i] = Jsonb(listed[i], dumps=_raw_json)
             return (number, log_index, tx_index, tx_hash, address, *listed)
         return (number, log_index, tx_index, tx_hash, address, *values)
+
+    @property
+    def factory_name(self) -> str | None:
+        """ "table.column" of its factory (None: no factory)."""
+        return None if self.factory is None else ".".join(self.factory)
 
     def takes(self, log: LogRow) -> bool:
         """Whether `log` is this table's to decode (topic and contract; not its shape)."""
@@ -114,8 +125,8 @@ class EventSet:
             logs = _logs_of(block, None if self._any_anonymous else self._topic0s)
             added: dict[str, Rows] = {}
             for table in self.tables:
-                if block.number < table.start_block:
-                    continue
+                if block.number < table.start_block or table.factory is not None:
+                    continue  # a table with a factory is filled by the backfill, following it
                 rows, skipped = table.rows_of_logs(logs)
                 if rows or skipped:
                     added[table.name] = Rows(

@@ -234,7 +234,7 @@ ORDER BY a.attnum;
 
 -- name: event_registry_of_chain --
 -- Every event table registered for a chain.
-SELECT table_name, signature, start_block, live_from, backfilled_to, rows, undecodable
+SELECT table_name, signature, start_block, live_from, backfilled_to, rows, undecodable, factory
 FROM event_registry WHERE chain = %(chain)s ORDER BY table_name;
 
 -- name: event_registry_lock --
@@ -244,15 +244,16 @@ FROM event_registry WHERE chain = %(chain)s AND table_name = %(table)s FOR UPDAT
 
 -- name: event_registry_insert --
 -- A table sync decodes events into from now on (`live_from`); nothing backfilled yet.
-INSERT INTO event_registry (chain, table_name, signature, start_block, live_from, backfilled_to)
+INSERT INTO event_registry
+    (chain, table_name, signature, start_block, live_from, backfilled_to, factory)
 VALUES (%(chain)s, %(table)s, %(signature)s, %(start_block)s, %(live_from)s,
-        %(start_block)s - 1);
+        %(start_block)s - 1, %(factory)s);
 
 -- name: event_registry_attach --
 -- A registered table in the config (again): where live decoding starts, from what height the
 -- backfill goes on, and how many rows below a raised start_block were deleted.
 UPDATE event_registry
-SET live_from = %(live_from)s, start_block = %(start_block)s,
+SET live_from = %(live_from)s, start_block = %(start_block)s, factory = %(factory)s,
     backfilled_to = %(backfilled_to)s, rows = rows - %(deleted)s,
     undecodable = undecodable - %(deleted_undecodable)s, updated_at = now()
 WHERE chain = %(chain)s AND table_name = %(table)s;
@@ -322,7 +323,8 @@ WHERE chain = %(chain)s AND table_name = %(table)s AND block_number < %(start)s;
 
 -- name: stats_event_tables --
 -- A chain's event tables, as the `event_tables` view shows them.
-SELECT "table", signature, start_block, synced_to, rows, undecodable, live_from, backfilled_to
+SELECT "table", signature, start_block, synced_to, rows, undecodable, live_from, backfilled_to,
+       factory
 FROM event_tables WHERE chain = %(name)s ORDER BY "table";
 
 -- name: logs_with_topic0 --
@@ -534,3 +536,9 @@ JOIN wallet_transactions t ON t.chain = o.chain AND t.wallet = o.wallet AND t.tx
 WHERE o.chain = %(chain)s
   AND (t.height BETWEEN %(low)s AND %(high)s OR t.height IS NULL)
 ORDER BY o.wallet, o.txid, o.vout;
+
+-- name: event_factory_state --
+-- How far a factory's table is: its registry line and the chain's checkpoint.
+SELECT r.live_from, r.backfilled_to, cp.number
+FROM event_registry r LEFT JOIN checkpoints cp ON cp.chain = r.chain
+WHERE r.chain = %(chain)s AND r.table_name = %(table)s;

@@ -205,6 +205,7 @@ def test_the_chain_kind_picks_its_model() -> None:
 # -- [[events]]: every problem is exit 2 naming the key
 
 TRANSFER = "Transfer(address indexed from, address indexed to, uint256 value)"
+POOL_CREATED = "PoolCreated(address indexed token0, bytes32 indexed salt, uint24 fee, address pool)"
 
 
 def with_events(*entries: dict[str, Any], **chain: Any) -> dict[str, Any]:
@@ -247,7 +248,26 @@ def with_events(*entries: dict[str, Any], **chain: Any) -> dict[str, Any]:
          "events[0].foo: unknown key"),
         (with_events({"chain": "dev", "table": "t", "signature": TRANSFER,
                       "factory": {"table": "pools", "column": "pool"}}),
-         "events[0].factory: not supported yet"),
+         "events[0].factory.table: 'pools' is not another event table of chain 'dev'"),
+        (with_events({"chain": "dev", "table": "pools", "signature": POOL_CREATED},
+                     {"chain": "dev", "table": "t", "signature": TRANSFER,
+                      "factory": {"table": "pools", "column": "fee"}}),
+         "events[1].factory.column: 'fee' is not an address column of 'pools' (its address "
+         "columns: token0, pool)"),
+        (with_events({"chain": "dev", "table": "pools", "signature": POOL_CREATED},
+                     {"chain": "dev", "table": "t", "signature": TRANSFER,
+                      "address": "0x" + "11" * 20,
+                      "factory": {"table": "pools", "column": "pool"}}),
+         "events[1].factory: give either `address` or `factory`"),
+        (with_events({"chain": "dev", "table": "pools", "signature": POOL_CREATED},
+                     {"chain": "dev", "table": "t", "signature": TRANSFER,
+                      "factory": {"table": "pools", "column": "pool"}},
+                     {"chain": "dev", "table": "u", "signature": TRANSFER,
+                      "factory": {"table": "t", "column": "to"}}),
+         "events[2].factory.table: 't' has a factory itself"),
+        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER,
+                      "factory": {"table": "pools"}}),
+         "events[0].factory.column"),
     ],
 )  # fmt: skip
 def test_event_table_errors_name_the_key(data: dict[str, Any], key: str) -> None:
