@@ -403,11 +403,6 @@ class Config(_Model):
                 raise ValueError(f"events[{i}].chain: no chain named {entry.chain!r}")
             if not isinstance(chain, EvmChainConfig):
                 raise ValueError(f"events[{i}].chain: {entry.chain!r} is not an EVM chain")
-            if not chain.keeps("logs"):
-                raise ValueError(
-                    f"events[{i}].chain: chain {entry.chain!r} stores no logs "
-                    f'(store = "{chain.store}"); event tables need store = "logs" or "receipts"'
-                )
             if entry.table in tables:
                 raise ValueError(f"events[{i}].table: {entry.table!r} is already an event table")
             tables.add(entry.table)

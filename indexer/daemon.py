@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from indexer import errors, tables
 from indexer.chain import ChainSource, kinds
 from indexer.chain.electrum_servers import ElectrumServers
+from indexer.chain.rpc import RpcClient
 from indexer.config import ChainConfig, Config
 from indexer.events.backfill import EventBackfiller
 from indexer.events.matcher import EventSet
@@ -265,7 +266,11 @@ async def _build(
         writer = await stack.enter_async_context(
             ChainWriter(cfg.database, chain=chain_id, name=chain.name)
         )
-        events = EventSet(cfg.events_of(chain.name), start_block=chain.start_block)
+        events = EventSet(
+            cfg.events_of(chain.name),
+            start_block=chain.start_block,
+            logs_stored=chain.keeps("logs"),
+        )
         # Event tables as migrate made them, registered; rollbacks delete from every one.
         await writer.attach_events(events, start_block=chain.start_block)
         syncer = ChainSyncer(
@@ -284,8 +289,9 @@ async def _build(
         backfiller = None
         if events:
             backfiller = EventBackfiller(
-                store, chain=chain_id, name=chain.name, events=events, sinks=writer.sinks
-            )
+                store, chain=chain_id, name=chain.name, events=events, sinks=writer.sinks,
+                rpc=rpc if isinstance(rpc, RpcClient) else None,
+            )  # fmt: skip
         wallets = None
         if isinstance(rpc, ElectrumServers):  # wallets can be added later (SIGHUP)
             wallets = WalletSyncer(

@@ -19,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, cast
 
 from psycopg import sql
 
 from indexer import errors
+from indexer.chain.rpc import RpcClient
+from indexer.events import node_logs
 from indexer.events.matcher import EventSet, EventTable, LogRow
 from indexer.store import Store
 from indexer.store.queries import Q
@@ -42,9 +45,17 @@ class EventBackfiller:
     """Backfills one chain's event tables (see the module docstring)."""
 
     def __init__(
-        self, store: Store, *, chain: int, name: str, events: EventSet, sinks: ChainSinks
+        self,
+        store: Store,
+        *,
+        chain: int,
+        name: str,
+        events: EventSet,
+        sinks: ChainSinks,
+        rpc: RpcClient | None = None,
     ) -> None:
         self._store = store
+        self._rpc = rpc  # for tables filled from the node (a chain that stores no logs)
         self.chain = chain
         self.name = name
         self.events = events
@@ -64,7 +75,7 @@ class EventBackfiller:
                 return
             try:
                 worked = await self.step()
-            except (errors.StoreUnavailable, errors.StoreDenied) as exc:
+            except (errors.StoreUnavailable, errors.StoreDenied, errors.SourceError) as exc:
                 logger.warning(
                     "%s: event backfill waits: %s", self.name, exc,
                     extra={"chain": self.name, "action": "event_backfill"},
@@ -93,27 +104,31 @@ class EventBackfiller:
         sink = self._sinks[table.name]
         started = time.monotonic()
         action = f"backfill event table {table.name} of {self.name}"
+        planned = None
+        if table.fill == "node":
+            # Logs from the node: planned in one transaction, fetched with none open, written
+            # in another that checks nothing moved meanwhile (see `_node_logs`).
+            async with self._store.connection(action) as conn, conn.transaction():
+                planned = await self._plan(conn.cursor(), table)
+            if planned is None:
+                return False
+            fetched = await self._node_logs(table, *planned)
         async with self._store.connection(action) as conn, conn.transaction():
             cur = conn.cursor()
             await lock_chain_writes(cur, self.chain)
-            await cur.execute(Q["event_registry_lock"], {"chain": self.chain, "table": table.name})
-            row = await cur.fetchone()
-            if row is None or row[2] is None:
-                return False  # not attached (yet, or any more)
-            live_from, backfilled_to = int(row[2]), int(row[3])
-            target = live_from - 1
-            if table.factory is not None:
-                found = await _factory_synced_to(cur, self.chain, table.factory[0])
-                if found is None:
-                    return False
-                target = found
-            self.backfilled_to[table.name] = backfilled_to
-            self.pending_blocks[table.name] = max(0, target - backfilled_to)
-            if backfilled_to >= target:
+            plan = await self._plan(cur, table)
+            if plan is None:
                 return False
-            low = backfilled_to + 1
-            high = min(target, low + self._span[table.name] - 1)
-            logs = await _stored_logs(conn, self.chain, table, low, high)
+            low, high, target = plan
+            if planned is not None:
+                if plan[0] != planned[0]:
+                    return True  # a rollback or another start block came first: plan again
+                high = min(high, planned[1])
+                logs = await self._checked_against_stored(cur, table, fetched, low, high)
+                if logs is None:
+                    return False  # the node's logs are of another branch: later
+            else:
+                logs = await _stored_logs(conn, self.chain, table, low, high)
             if table.factory is not None and logs:
                 created = await _factory_addresses(conn, self.chain, table.factory, high)
                 logs = [log for log in logs if created.get(log[4], high + 1) <= log[0]]
@@ -130,13 +145,85 @@ class EventBackfiller:
             time.monotonic() - started,
             extra={"chain": self.name, "height": high, "action": "event_backfill"},
         )  # fmt: skip
-        if high == target:
+        if high == target and table.fill == "live":
             logger.info(
                 "%s: event table %s backfilled up to %s: synced with the head",
                 self.name, table.name, f"{high:,d}",
                 extra={"chain": self.name, "height": high, "action": "event_backfilled"},
             )  # fmt: skip
         return True
+
+    async def _plan(self, cur: Any, table: EventTable) -> tuple[int, int, int] | None:
+        """The next chunk of `table` (low, high, and the height it is to reach), reading and
+        locking its registry line; None when it has none to do."""
+        await cur.execute(Q["event_registry_lock"], {"chain": self.chain, "table": table.name})
+        row = await cur.fetchone()
+        if row is None or row[2] is None:
+            return None  # not attached (yet, or any more)
+        live_from, backfilled_to = int(row[2]), int(row[3])
+        if table.factory is not None:
+            found = await _factory_synced_to(cur, self.chain, table.factory[0])
+            if found is None:
+                return None
+            target = found
+        elif table.fill == "node":
+            await cur.execute(Q["checkpoint_get"], {"chain": self.chain})
+            tip = await cur.fetchone()
+            if tip is None or tip[0] is None:
+                return None
+            target = int(tip[0])
+        else:
+            target = live_from - 1
+        self.backfilled_to[table.name] = backfilled_to
+        self.pending_blocks[table.name] = max(0, target - backfilled_to)
+        if backfilled_to >= target:
+            return None
+        low = backfilled_to + 1
+        return low, min(target, low + self._span[table.name] - 1), target
+
+    async def _node_logs(self, table: EventTable, low: int, high: int, _target: int) -> _Fetched:
+        """The chunk's logs from the node, filtered by the event's topic and contracts."""
+        if self._rpc is None:
+            raise errors.ConfigError(f"{self.name}: event table {table.name} needs a node")
+        addresses: Iterable[bytes] | None = table.addresses
+        if table.factory is not None:
+            async with self._store.connection(f"read the factory of {table.name}") as conn:
+                created = await _factory_addresses(conn, self.chain, table.factory, high)
+            addresses = created.keys()
+            if not created:
+                return _Fetched([], {})
+        logs, hashes = await node_logs.fetch_logs(
+            self._rpc, low=low, high=high, topic0=table.topic0, addresses=addresses
+        )
+        return _Fetched(logs, hashes)
+
+    async def _checked_against_stored(
+        self, cur: Any, table: EventTable, fetched: _Fetched, low: int, high: int
+    ) -> list[LogRow] | None:
+        """The fetched logs of [low, high], if every block they name is the one we store at
+        its height (None: the node answered from another branch)."""
+        numbers = sorted(n for n in fetched.hashes if low <= n <= high)
+        if numbers:
+            await cur.execute(Q["blocks_hashes_at"], {"chain": self.chain, "numbers": numbers})
+            stored = {int(n): bytes(h) for n, h in await cur.fetchall()}
+            moved = [n for n in numbers if stored.get(n) != fetched.hashes[n]]
+            if moved:
+                logger.warning(
+                    "%s: event table %s: the node's logs of block %s are of another block "
+                    "than the one stored; asking again later",
+                    self.name, table.name, f"{moved[0]:,d}",
+                    extra={"chain": self.name, "height": moved[0], "action": "event_backfill"},
+                )  # fmt: skip
+                return None
+        return [log for log in fetched.logs if low <= log[0] <= high]
+
+
+class _Fetched:
+    """What the node answered for a chunk: its logs and the hash of each block they name."""
+
+    def __init__(self, logs: list[LogRow], hashes: dict[int, bytes]) -> None:
+        self.logs = logs
+        self.hashes = hashes
 
 
 def _next_span(span: int, logs: int) -> int:

@@ -38,7 +38,7 @@ def _raw_json(text: str) -> str:
 class EventTable:
     """One configured event on one chain: its table, decoder and filter."""
 
-    def __init__(self, entry: EventConfig, *, start_block: int) -> None:
+    def __init__(self, entry: EventConfig, *, start_block: int, logs_stored: bool = True) -> None:
         self.entry = entry
         self.table: tables.Table = schema.table_of(entry)
         self.name = entry.table
@@ -52,6 +52,10 @@ class EventTable:
         self.factory = (
             None if entry.factory is None else (entry.factory.table, entry.factory.column)
         )
+        # How it is filled: "live" (decoded from each batch, backfilled from stored logs
+        # below), "logs" (from stored logs only, following its factory), "node" (from the
+        # node's eth_getLogs only: the chain stores no logs).
+        self.fill = "node" if not logs_stored else "live" if self.factory is None else "logs"
         self.start_block = entry.start_block if entry.start_block is not None else start_block
         self.signature = event.declaration
         self._jsonb = tuple(
@@ -108,8 +112,12 @@ class EventTable:
 class EventSet:
     """The event tables of one chain (possibly none)."""
 
-    def __init__(self, entries: Sequence[EventConfig], *, start_block: int) -> None:
-        self.tables = tuple(EventTable(e, start_block=start_block) for e in entries)
+    def __init__(
+        self, entries: Sequence[EventConfig], *, start_block: int, logs_stored: bool = True
+    ) -> None:
+        self.tables = tuple(
+            EventTable(e, start_block=start_block, logs_stored=logs_stored) for e in entries
+        )
         self._topic0s = frozenset(t.topic0 for t in self.tables if t.topic0 is not None)
         self._any_anonymous = any(t.anonymous for t in self.tables)
 
@@ -125,8 +133,8 @@ class EventSet:
             logs = _logs_of(block, None if self._any_anonymous else self._topic0s)
             added: dict[str, Rows] = {}
             for table in self.tables:
-                if block.number < table.start_block or table.factory is not None:
-                    continue  # a table with a factory is filled by the backfill, following it
+                if block.number < table.start_block or table.fill != "live":
+                    continue  # filled by the backfill, following
                 rows, skipped = table.rows_of_logs(logs)
                 if rows or skipped:
                     added[table.name] = Rows(

@@ -62,7 +62,7 @@ async def attach(
                 Q["event_registry_insert"],
                 {"chain": chain, "table": table.name, "signature": table.signature,
                  "start_block": table.start_block, "live_from": max(live_from, table.start_block),
-                 "factory": table.factory_name},
+                 "factory": table.factory_name, "fill": table.fill},
             )  # fmt: skip
             continue
         _, signature, old_start, old_live, backfilled_to = (
@@ -92,7 +92,7 @@ async def attach(
         elif new_start < old_start:
             backfilled_to = new_start - 1  # chunks are rewritten whole: exact either way
         resume = int(old_live) if old_live is not None else live_from
-        if row[7] != table.factory_name:
+        if row[7] != table.factory_name or row[8] != table.fill:
             # Another set of contracts: everything is rewritten, chunk by chunk, from the
             # start block (live decoding, for a table without a factory now, from the tip).
             backfilled_to, resume = new_start - 1, live_from
@@ -100,6 +100,7 @@ async def attach(
             Q["event_registry_attach"],
             {"chain": chain, "table": table.name, "start_block": new_start,
              "live_from": max(resume, new_start), "factory": table.factory_name,
+             "fill": table.fill,
              "backfilled_to": backfilled_to, "deleted": deleted,
              "deleted_undecodable": deleted_undecodable},
         )  # fmt: skip

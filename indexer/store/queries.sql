@@ -234,7 +234,8 @@ ORDER BY a.attnum;
 
 -- name: event_registry_of_chain --
 -- Every event table registered for a chain.
-SELECT table_name, signature, start_block, live_from, backfilled_to, rows, undecodable, factory
+SELECT table_name, signature, start_block, live_from, backfilled_to, rows, undecodable, factory,
+       fill
 FROM event_registry WHERE chain = %(chain)s ORDER BY table_name;
 
 -- name: event_registry_lock --
@@ -245,15 +246,16 @@ FROM event_registry WHERE chain = %(chain)s AND table_name = %(table)s FOR UPDAT
 -- name: event_registry_insert --
 -- A table sync decodes events into from now on (`live_from`); nothing backfilled yet.
 INSERT INTO event_registry
-    (chain, table_name, signature, start_block, live_from, backfilled_to, factory)
+    (chain, table_name, signature, start_block, live_from, backfilled_to, factory, fill)
 VALUES (%(chain)s, %(table)s, %(signature)s, %(start_block)s, %(live_from)s,
-        %(start_block)s - 1, %(factory)s);
+        %(start_block)s - 1, %(factory)s, %(fill)s);
 
 -- name: event_registry_attach --
 -- A registered table in the config (again): where live decoding starts, from what height the
 -- backfill goes on, and how many rows below a raised start_block were deleted.
 UPDATE event_registry
 SET live_from = %(live_from)s, start_block = %(start_block)s, factory = %(factory)s,
+    fill = %(fill)s,
     backfilled_to = %(backfilled_to)s, rows = rows - %(deleted)s,
     undecodable = undecodable - %(deleted_undecodable)s, updated_at = now()
 WHERE chain = %(chain)s AND table_name = %(table)s;
@@ -324,7 +326,7 @@ WHERE chain = %(chain)s AND table_name = %(table)s AND block_number < %(start)s;
 -- name: stats_event_tables --
 -- A chain's event tables, as the `event_tables` view shows them.
 SELECT "table", signature, start_block, synced_to, rows, undecodable, live_from, backfilled_to,
-       factory
+       factory, fill
 FROM event_tables WHERE chain = %(name)s ORDER BY "table";
 
 -- name: logs_with_topic0 --
@@ -539,6 +541,10 @@ ORDER BY o.wallet, o.txid, o.vout;
 
 -- name: event_factory_state --
 -- How far a factory's table is: its registry line and the chain's checkpoint.
-SELECT r.live_from, r.backfilled_to, cp.number
+SELECT r.live_from, r.backfilled_to, cp.number, r.fill
 FROM event_registry r LEFT JOIN checkpoints cp ON cp.chain = r.chain
 WHERE r.chain = %(chain)s AND r.table_name = %(table)s;
+
+-- name: blocks_hashes_at --
+-- The stored blocks' hashes at these heights.
+SELECT number, hash FROM blocks WHERE chain = %(chain)s AND number = ANY(%(numbers)s);

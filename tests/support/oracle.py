@@ -66,16 +66,24 @@ def check_invariants(
             assert orphans == (0,), f"{orphans} orphan rows in {table}"
         # ... event tables too: each row is a stored log of a stored block, and every log it
         # skipped is a stored log; the registry's counts are the tables' own.
+        # A table filled from the node (a chain that stores no logs): of a stored block.
         registered = q(
-            "SELECT table_name, rows, undecodable FROM event_registry WHERE chain = %s", (chain,)
+            "SELECT table_name, rows, undecodable, fill FROM event_registry WHERE chain = %s",
+            (chain,),
         ).fetchall()
-        for table, counted_rows, counted_skipped in registered:
+        for table, counted_rows, counted_skipped, fill in registered:
             ident = psycopg.sql.Identifier(table)
+            parent, key = ("blocks b", "b.number") if fill == "node" else ("logs l", "l.log_index")
+            join = (
+                "b.chain = {t}.chain AND b.number = {t}.block_number"
+                if fill == "node"
+                else "l.chain = {t}.chain AND l.block_number = {t}.block_number "
+                "AND l.log_index = {t}.log_index"
+            )
             orphans = q(
                 psycopg.sql.SQL(
-                    "SELECT count(*) FROM {} e LEFT JOIN logs l ON l.chain = e.chain AND "
-                    "l.block_number = e.block_number AND l.log_index = e.log_index "
-                    "WHERE e.chain = %s AND l.log_index IS NULL"
+                    f"SELECT count(*) FROM {{}} e LEFT JOIN {parent} ON {join.format(t='e')} "
+                    f"WHERE e.chain = %s AND {key} IS NULL"
                 ).format(ident),
                 (chain,),
             ).fetchone()
@@ -84,9 +92,9 @@ def check_invariants(
                 psycopg.sql.SQL("SELECT count(*) FROM {} WHERE chain = %s").format(ident), (chain,)
             ).fetchone() or (None,)
             (skipped,) = q(
-                "SELECT count(*) FROM event_undecodable u LEFT JOIN logs l ON l.chain = u.chain "
-                "AND l.block_number = u.block_number AND l.log_index = u.log_index "
-                "WHERE u.chain = %s AND u.table_name = %s AND l.log_index IS NOT NULL",
+                f"SELECT count(*) FROM event_undecodable u LEFT JOIN {parent} "
+                f"ON {join.format(t='u')} "
+                f"WHERE u.chain = %s AND u.table_name = %s AND {key} IS NOT NULL",
                 (chain, table),
             ).fetchone() or (None,)
             assert (rows, skipped) == (counted_rows, counted_skipped), (

@@ -238,8 +238,6 @@ def with_events(*entries: dict[str, Any], **chain: Any) -> dict[str, Any]:
          "events[0].signature"),
         (with_events({"chain": "nope", "table": "t", "signature": TRANSFER}),
          "events[0].chain: no chain named 'nope'"),
-        (with_events({"chain": "dev", "table": "t", "signature": TRANSFER}, store="blocks"),
-         "events[0].chain: chain 'dev' stores no logs"),
         (with_events({"chain": "dev", "table": "t", "signature": TRANSFER, "address": "0x12"}),
          "events[0].address"),
         (with_events({"chain": "dev", "table": "t", "signature": TRANSFER, "start_block": -1}),
