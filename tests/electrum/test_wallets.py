@@ -358,3 +358,26 @@ def test_verify_rechecks_every_stored_proof_and_stats_show_the_wallet(
     assert "does not reach the merkle root" in bad.stdout
     assert "not what the stored transaction pays" in bad.stdout
     assert "2 problem(s)" in bad.stdout
+
+
+async def test_a_burst_of_notifications_is_synced_in_a_few_rounds(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc
+) -> None:
+    """Thirty scripts paid in one block notify thirty times; the wallet syncs them in a
+    handful of rounds (coalesced), not one round per notification."""
+    sim = bitcoind_sim
+    sim.generate(40)
+    electrumx.wait_synced(40)
+    wallet = {"chain": "btc", "name": "w", "descriptors": [WPKH], "gap_limit": 40}
+    cfg = wallet_config(db_url, [electrumx.tcp_url], [wallet])
+    async with running_sync(cfg) as (_, runtime):
+        syncer = runtime.chains[0].wallets
+        assert syncer is not None
+        await async_wait_for(lambda: syncer.in_sync, what="the first full pass")
+        rounds = syncer.rounds
+        for i in range(30):
+            sim.pay(wallet_keys.derive(WPKH, i)[1], 10_000 + i)
+        sim.generate(1)
+        await wait_for_ledger(db_url, sim, "w", "thirty payments")
+        assert len(stored_state(db_url, "w")["transactions"]) == 30
+        assert syncer.rounds - rounds <= 6, syncer.rounds - rounds
