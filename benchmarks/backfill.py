@@ -82,10 +82,12 @@ class Settings:
     endpoint_concurrency: int = 8
     poll_interval_secs: float = 2.0
     extra: tuple[tuple[str, Any], ...] = ()  # more [[chains]] keys, e.g. a store mode
+    events: tuple[tuple[str, str], ...] = ()  # [[events]] of the chain: (table, signature)
 
     def label(self) -> str:
         text = f"batch {self.batch_size}, prefetch {self.prefetch_batches}"
-        return text + "".join(f", {k}={v}" for k, v in self.extra)
+        text += "".join(f", {k}={v}" for k, v in self.extra)
+        return text + (f", events={'+'.join(t for t, _ in self.events)}" if self.events else "")
 
 
 def write_config(path: Path, *, db_url: str, node_url: str, settings: Settings) -> Path:
@@ -108,6 +110,9 @@ def write_config(path: Path, *, db_url: str, node_url: str, settings: Settings) 
 
     lines = ["[database]", f"url = {value(db_url)}", "[service]", "stall_timeout_secs = 900.0"]
     lines += ["[[chains]]", *(f"{k} = {value(v)}" for k, v in chain.items())]
+    for table, signature in settings.events:
+        lines += ["[[events]]", 'chain = "bench"', f"table = {value(table)}"]
+        lines.append(f"signature = {value(signature)}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -287,11 +292,12 @@ def _rss_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def count_rows(db_url: str) -> dict[str, int]:
+def count_rows(db_url: str, more: Sequence[str] = ()) -> dict[str, int]:
+    """Rows of blocks, transactions, logs and receipts, and of the tables in `more`."""
     with psycopg.connect(db_url) as conn:
         return {
             table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
-            for table in ("blocks", "transactions", "logs")
+            for table in ("blocks", "transactions", "logs", "receipts", *more)
         }
 
 
@@ -315,6 +321,9 @@ def backfill(
         config = write_config(
             Path(tmp, "indexer.toml"), db_url=db_url, node_url=node.url, settings=settings
         )
+        if settings.events:  # `indexer migrate` makes the event tables
+            subprocess.run(indexer_command(config, "migrate"), cwd=REPO, check=True,
+                           capture_output=True)  # fmt: skip
         run = run_indexer(
             ["sync", "--to", str(to)],
             config=config,
@@ -322,7 +331,8 @@ def backfill(
             log_path=Path(tmp, "indexer.log"),
             profile_path=profile_path,
         )
-        rows = count_rows(db_url)
+        event_tables = [t for t, _ in settings.events]
+        rows = count_rows(db_url, [*event_tables, "event_undecodable"] if event_tables else [])
     node_stats = node.stats()
     node_cpu = node_stats["cpu_secs"] - node_before
     watch: Watch = run.pop("watch")

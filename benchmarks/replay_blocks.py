@@ -18,6 +18,14 @@ Fees agree with each other: every transaction pays at least the template's baseF
 fee), blob transactions pay the blob base fee of the template's excessBlobGas, blobGasUsed is
 131072 per blob, gasUsed is the last receipt's cumulativeGasUsed. About 2% of transactions
 fail (status 0x0, no logs); contract creations carry the address CREATE gives them.
+
+Logs have random topics by default (24 made-up events per template). `Shape(events=True)`
+(the node's `--events`) gives them the shapes that matter to decoded event tables instead:
+of every log, `EVENT_MIX` says the share of ERC-20 `Transfer` and `Approval` (3 topics: the
+signature's keccak, two addresses; one 32-byte word of data), Uniswap V2 `Swap` (3 topics:
+the signature, `sender`, `to`; four 32-byte amounts, one side in and the other out),
+ERC-721 `Transfer` (4 topics, no data: the ERC-20 Transfer's topic0, so not an instance of
+it) and random others as by default. `Template.events` counts each kind.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import importlib
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -61,6 +69,33 @@ _INPUT_BUCKETS: list[tuple[float, int, int]] = [
 _TOPIC_COUNTS = [(0.10, 1), (0.12, 2), (0.68, 3), (0.10, 4)]
 _DATA_LENGTHS = [(0.10, 0), (0.45, 32), (0.15, 64), (0.25, -1), (0.05, -2)]
 
+# Decodable events (`Shape(events=True)`): table name -> signature, as `[[events]]` spells it.
+EVENT_SIGNATURES = {
+    "transfers": "Transfer(address indexed from, address indexed to, uint256 value)",
+    "approvals": "Approval(address indexed owner, address indexed spender, uint256 value)",
+    "swaps": (
+        "Swap(address indexed sender, uint256 amount0In, uint256 amount1In, "
+        "uint256 amount0Out, uint256 amount1Out, address indexed to)"
+    ),
+}
+EVENT_TOPIC0 = {
+    "transfers": keccak256(b"Transfer(address,address,uint256)"),
+    "approvals": keccak256(b"Approval(address,address,uint256)"),
+    "swaps": keccak256(b"Swap(address,uint256,uint256,uint256,uint256,address)"),
+}
+# Share of all logs per kind; "nft" is an ERC-721 Transfer (the ERC-20 Transfer's topic0,
+# 4 topics, no data: undecodable as an ERC-20 Transfer), None a random event as by default.
+# More decodable logs than mainnet has (roughly 40-50% Transfer, ~5% Approval, a few % V2
+# Swap), so the decoding cost measured is an upper bound.
+EVENT_MIX: list[tuple[float, str | None]] = [
+    (0.50, "transfers"),
+    (0.10, "approvals"),
+    (0.10, "swaps"),
+    (0.05, "nft"),
+    (0.25, None),
+]
+_MAX_UINT256 = (1 << 256) - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Shape:
@@ -72,6 +107,7 @@ class Shape:
     templates: int = 16
     seed: int = 1
     chain_id: int = 1
+    events: bool = False  # logs shaped as Transfer/Approval/Swap (`EVENT_MIX`), not random
 
     def __post_init__(self) -> None:
         assert self.variant in VARIANTS, self.variant
@@ -91,6 +127,7 @@ class Template:
     receipt_pieces: list[list[bytes]]  # each receipt alone (eth_getTransactionReceipt)
     tx_hashes: list[str]  # "0x...", lowercase, in block order
     rlp: HeaderRlp
+    events: dict[str, int] = field(default_factory=dict)  # logs per `EVENT_MIX` kind
 
 
 # -- Header RLP per block
@@ -237,6 +274,7 @@ class _Body:
     logs: list[dict[str, Any]]
     bloom: bytes  # of every log
     blob_gas_used: int
+    events: dict[str, int] = field(default_factory=dict)  # logs per `EVENT_MIX` kind
 
 
 def _transactions(shape: Shape, rng: random.Random, base_fee: int, blob_fee: int) -> _Body:
@@ -323,21 +361,33 @@ def _transactions(shape: Shape, rng: random.Random, base_fee: int, blob_fee: int
         if tx["input"] != "0x" and tx["to"] is not None and receipt["status"] == "0x1"
     ]
     owners = sorted(rng.choices(callers, k=shape.logs_per_block)) if callers else []
+    log_kinds = [k for _, k in EVENT_MIX]
+    weights = [w for w, _ in EVENT_MIX]
     for log_index, owner in enumerate(owners):
-        topics = [rng.choice(events)] + [
-            bytes(12) + rng.randbytes(20) for _ in range(_pick(rng, _TOPIC_COUNTS) - 1)
-        ]
-        data_len = _pick(rng, _DATA_LENGTHS)
-        if data_len == -1:
-            data_len = 32 * rng.randint(3, 10)
-        elif data_len == -2:
-            data_len = 32 * rng.randint(16, 32)
+        log_kind = rng.choices(log_kinds, weights=weights)[0] if shape.events else None
+        data: bytes | None = None
+        if log_kind is None:
+            topics = [rng.choice(events)] + [
+                bytes(12) + rng.randbytes(20) for _ in range(_pick(rng, _TOPIC_COUNTS) - 1)
+            ]
+            data_len = _pick(rng, _DATA_LENGTHS)
+            if data_len == -1:
+                data_len = 32 * rng.randint(3, 10)
+            elif data_len == -2:
+                data_len = 32 * rng.randint(16, 32)
+        else:
+            topics, data = _event_log(rng, log_kind)
+        counted = log_kind or "other"
+        body.events[counted] = body.events.get(counted, 0) + 1
+        address = rng.choice(contracts)
+        if data is None:
+            data = rng.randbytes(data_len)  # after the address, as before `events` existed
         log = {
             "blockHash": _MARKED,
             "transactionHash": body.txs[owner]["hash"],
-            "address": _hex(rng.choice(contracts)),
+            "address": _hex(address),
             "topics": [_hex(t) for t in topics],
-            "data": _hex(rng.randbytes(data_len)),
+            "data": _hex(data),
             "logIndex": hex(log_index),
             "transactionIndex": hex(owner),
             "removed": False,
@@ -351,6 +401,34 @@ def _transactions(shape: Shape, rng: random.Random, base_fee: int, blob_fee: int
         bloom |= int.from_bytes(own, "big")  # the block's bloom: the union of its receipts'
     body.bloom = bloom.to_bytes(256, "big")
     return body
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def _address_topic(rng: random.Random) -> bytes:
+    return bytes(12) + rng.randbytes(20)
+
+
+def _event_log(rng: random.Random, kind: str) -> tuple[list[bytes], bytes]:
+    """(topics, data) of one log of `kind` (an `EVENT_MIX` kind but None)."""
+    if kind == "transfers":
+        value = rng.getrandbits(rng.choice((40, 64, 80, 96, 128)))
+        return [EVENT_TOPIC0[kind], _address_topic(rng), _address_topic(rng)], _word(value)
+    if kind == "approvals":
+        value = _MAX_UINT256 if rng.random() < 0.5 else rng.getrandbits(96)
+        return [EVENT_TOPIC0[kind], _address_topic(rng), _address_topic(rng)], _word(value)
+    if kind == "swaps":
+        amount_in, amount_out = rng.getrandbits(rng.choice((60, 80, 100))), rng.getrandbits(90)
+        amounts = (
+            [amount_in, 0, 0, amount_out] if rng.random() < 0.5 else [0, amount_in, amount_out, 0]
+        )
+        data = b"".join(_word(a) for a in amounts)
+        return [EVENT_TOPIC0[kind], _address_topic(rng), _address_topic(rng)], data
+    assert kind == "nft", kind
+    token = _word(rng.getrandbits(rng.choice((16, 32, 256))))
+    return [EVENT_TOPIC0["transfers"], _address_topic(rng), _address_topic(rng), token], b""
 
 
 def _rlp_size(payload: int) -> int:
@@ -444,6 +522,7 @@ def build_template(shape: Shape, index: int) -> Template:
         receipt_pieces=[_split(r) for r in receipts],
         tx_hashes=[tx["hash"] for tx in body.txs],
         rlp=rlp,
+        events=body.events,
     )
 
 

@@ -21,7 +21,10 @@ What a block looks like (variant ``full``): every header field of a post-Dencun 
 creations with ``to: null``), their receipts (~2% failed, with no logs) and 300 logs (1-4
 topics, 0-1 KiB data) spread over the successful transactions that call something. Every
 transaction, receipt and log names its block by number and hash, ``logIndex`` is 0..n-1 per
-block. Variant ``headers``: the same headers with no transactions, receipts or logs.
+block. Variant ``headers``: the same headers with no transactions, receipts or logs. With
+``--events`` (`Shape(events=True)`) most logs are ERC-20 Transfer/Approval and Uniswap V2
+Swap, shaped as the real events are (`replay_blocks.EVENT_MIX`); by default their topics
+are random.
 
 JSON-RPC served: ``eth_chainId``, ``net_version``, ``web3_clientVersion``,
 ``eth_blockNumber``, ``eth_getBlockByNumber(n, full)``, ``eth_getBlockReceipts(n)``,
@@ -317,6 +320,7 @@ class ReplayNode:
             "--cache-mb",
             str(self.cache_mb),
             *([] if self.block_receipts else ["--no-block-receipts"]),
+            *(["--events"] if s.events else []),
         ]
         self._proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None
@@ -474,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="lack eth_getBlockReceipts (clients fall back to eth_getTransactionReceipt)",
     )
+    srv.add_argument(
+        "--events",
+        action="store_true",
+        help="logs shaped as ERC-20 Transfer/Approval and Uniswap V2 Swap (replay_blocks)",
+    )
     bench = sub.add_parser("bench", help="measure the node's own serving rate")
     bench.add_argument("--blocks", type=int, default=3000)
     bench.add_argument("--batch", type=int, default=100)
@@ -485,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             logs_per_block=args.logs,
             seed=args.seed,
             chain_id=args.chain_id,
+            events=args.events,
         )
         try:
             asyncio.run(
