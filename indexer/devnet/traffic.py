@@ -462,15 +462,18 @@ def run_forever(
         mix = Traffic(client, seed=seed, txs_per_block=txs_per_block)
         mix.setup()
         while not stop_event.is_set():
-            if not mine:
-                # The node mines on its own schedule, so two rounds may share a block and hit
-                # the pool quirk described in `Traffic.send_block`: resync nonces every round
-                # so a dropped tx never leaves its sender stuck behind a nonce gap.
-                mix.setup()
-            mix.promote_deployed()
-            sent_total += len(mix.send_block())
-            if mine:
-                client.call("evm_mine")
+            try:
+                if not mine:
+                    # The node mines on its own schedule, so two rounds may share a block and
+                    # hit the pool quirk described in `Traffic.send_block`: resync nonces every
+                    # round so a dropped tx never leaves its sender stuck behind a nonce gap.
+                    mix.setup()
+                mix.promote_deployed()
+                sent_total += len(mix.send_block())
+                if mine:
+                    client.call("evm_mine")
+            except anvil.DevnetError as exc:  # a busy node: this round is skipped
+                logger.warning("traffic round skipped: %s", exc, extra={"action": "traffic"})
             stop_event.wait(interval_secs)
     logger.info("traffic stopped after %s txs", f"{sent_total:,d}", extra={"action": "traffic"})
     return sent_total
