@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from indexer import errors
+from indexer import errors, tables
 from indexer.config import Config
 from indexer.models import BlockRef
 from indexer.store import Store
@@ -49,11 +49,15 @@ async def rewind(cfg: Config, *, name: str, to_height: int, confirm: Callable[[s
                 )
             fork = BlockRef(to_height, stored[to_height])
         counts = await writer.rows_above(to_height)
+        # Wallet transactions are not deleted: they turn unconfirmed, to be proven again.
+        unconfirmed = counts.pop(tables.WALLET_TRANSACTIONS.name, 0)
         listed = [f"{n:,d} {table}" for table, n in counts.items()]
         plan = (
             f"rewind chain {name} from {tip} to {to_height:,d}: delete "
             f"{', '.join(listed[:-1])} and {listed[-1]}"
         )
+        if unconfirmed:
+            plan += f"; {unconfirmed:,d} wallet transaction(s) turn unconfirmed"
         if not confirm(plan):
             logger.info("rewind cancelled", extra={"chain": name, "action": "rewind"})
             return errors.EXIT_FAILURE

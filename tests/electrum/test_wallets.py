@@ -381,3 +381,29 @@ async def test_a_burst_of_notifications_is_synced_in_a_few_rounds(
         await wait_for_ledger(db_url, sim, "w", "thirty payments")
         assert len(stored_state(db_url, "w")["transactions"]) == 30
         assert syncer.rounds - rounds <= 6, syncer.rounds - rounds
+
+
+def test_rewind_turns_wallet_transactions_above_it_unconfirmed_and_sync_proves_them_again(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc, tmp_path: Path
+) -> None:
+    from tests.integration.helpers import run_cli
+
+    sim = bitcoind_sim
+    target = wallet_keys.address(wallet_keys.Kind.P2SH_P2WPKH, 0)
+    sim.generate(2)
+    sim.generate(4, script_pubkey=target.script_pubkey)  # coinbases at 3..6
+    electrumx.wait_synced(6)
+    path = tmp_path / "indexer.toml"
+    write_config(path, db_url, electrumx.tcp_url,
+                 [{"chain": "btc", "name": "w", "addresses": [target.address]}])  # fmt: skip
+    assert run_cli("--config", str(path), "sync", "--to", "6").returncode == 0
+    assert_equals_ledger(db_url, sim, "w")
+    done = run_cli("--config", str(path), "rewind", "--chain", "btc", "--to", "4", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "2 wallet transaction(s) turn unconfirmed" in done.stderr + done.stdout
+    heights = sorted(h for h, _, _ in stored_state(db_url, "w")["transactions"].values()
+                     if h is not None)  # fmt: skip
+    assert heights == [3, 4] and len(stored_state(db_url, "w")["transactions"]) == 4
+    assert rows(db_url, "SELECT count(*) FROM wallet_scripts WHERE status IS NULL") == [(1,)]
+    assert run_cli("--config", str(path), "sync", "--to", "6").returncode == 0
+    assert_equals_ledger(db_url, sim, "w")  # proven again on the same branch
