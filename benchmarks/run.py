@@ -353,6 +353,22 @@ def run_suite(plan: Plan, dsn: str, only: set[str]) -> dict[str, Any]:
         return {"output": text.strip().splitlines()[-1]}
 
     step("soak_hostile", soak_hostile)
+
+    def ponder() -> dict[str, Any]:
+        """Ponder (npm, pinned in benchmarks/ponder) on the same events from the same node."""
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--silent"],
+            cwd=REPO / "benchmarks" / "ponder", check=True, timeout=900,
+        )  # fmt: skip
+        blocks, rounds = (300, 1) if plan is QUICK_PLAN else (2000, 2)
+        text = _run_module(
+            ["benchmarks.ponder_compare", "--dsn", dsn, "--blocks", str(blocks),
+             "--rounds", str(rounds)],
+            timeout=3600,
+        )  # fmt: skip
+        return {"output": text.strip()}
+
+    step("ponder", ponder)
     return out
 
 
@@ -589,6 +605,10 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     hostile = results.get("soak_hostile")
     if isinstance(hostile, dict) and "error" not in hostile:
         add("soak (huge/endless answers)", "", None, hostile["output"][:220])
+    ponder = results.get("ponder")
+    if isinstance(ponder, dict) and "error" not in ponder:
+        for line in ponder["output"].splitlines()[-4:]:
+            add("ponder side by side", "", None, line[:220])
     for name, item in results.items():
         if isinstance(item, dict) and "error" in item:
             add(f"{name}: FAILED", "", None, item["error"][:80])
