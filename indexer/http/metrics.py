@@ -151,7 +151,8 @@ class RuntimeCollector(Collector):
             halted.add_metric(label, 1 if s.halted else 0)
             stuck.add_metric(label, 1 if s.refused else 0)
             refused.add_metric(label, s.refused_answers)
-            unexpected.add_metric(label, s.unexpected_errors)
+            wallet_bugs = chain.wallets.unexpected_errors if chain.wallets is not None else 0
+            unexpected.add_metric(label, s.unexpected_errors + wallet_bugs)
             for table, count in s.counters.rows_written.items():
                 rows.add_metric([chain.name, table], count)
             if chain.backfiller is not None:

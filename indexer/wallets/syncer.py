@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from indexer import errors
@@ -124,6 +126,7 @@ class WalletSyncer:
         self.transactions_fetched = 0
         self.proofs_checked = 0
         self.lies_refused = 0
+        self.unexpected_errors = 0
         self.last_error: str | None = None
         servers.listeners.append(self._on_notification)
 
@@ -204,6 +207,20 @@ class WalletSyncer:
                 logger.warning(
                     "%s: wallet sync: %s (again in %.0fs)", self.name, exc, delay,
                     extra={"chain": self.name, "action": "wallet_sync"},
+                )  # fmt: skip
+                busy = False
+            except errors.IndexerError:
+                raise  # what needs an operator (a config the servers refuse) ends the run
+            except Exception as exc:  # a bug: said in one line, waited out, never a crash
+                delay = min(RETRY_MAX_SECS, max(1.0, delay * 2))
+                self.unexpected_errors += 1
+                self.last_error = f"unexpected {type(exc).__name__}: {exc}"
+                frames = traceback.extract_tb(exc.__traceback__)
+                at = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+                logger.error(
+                    "%s: wallet sync: unexpected %s%s: %s; retrying in %.0fs (please report it)",
+                    self.name, type(exc).__name__, at, exc, delay,
+                    extra={"chain": self.name, "action": "unexpected"},
                 )  # fmt: skip
                 busy = False
             if busy and delay == 0:
