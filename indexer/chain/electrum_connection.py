@@ -66,7 +66,7 @@ Notify = Callable[[str, list[Any]], None]
 # JSON-RPC error codes of a server that throttles us (aiorpcx, under ElectrumX's cost-based
 # limits), with how long to leave that server alone: "excessive resource usage" (it then
 # disconnects), "server busy".
-THROTTLE_CODES: Final = {-101: 30.0, -102: 2.0}
+THROTTLE_CODES: Final = {-101: 5.0, -102: 2.0}
 
 
 def protocol_tuple(version: str) -> tuple[int, ...]:

@@ -198,7 +198,9 @@ class WalletSyncer:
                     return  # a full pass after the last headers found nothing more
                 self._full_due = self._settled = True
             try:
-                busy = await self.round()
+                busy = await self._until_stop(stop)
+                if busy is None:
+                    return  # stopped mid-round: nothing of it was written
                 delay = 0.0
                 self.last_error = None
             except (errors.SourceError, errors.StoreUnavailable, errors.StoreDenied) as exc:
@@ -226,6 +228,24 @@ class WalletSyncer:
             if busy and delay == 0:
                 continue
             await self._sleep(stop, delay or POLL_SECS)
+
+    async def _until_stop(self, stop: asyncio.Event) -> bool | None:
+        """One round, or None if `stop` is set first (the round is cancelled: a round is
+        written in one transaction, so nothing is half written)."""
+        round_task = asyncio.ensure_future(self.round())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([round_task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            round_task.cancel()
+            stopping.cancel()
+            raise
+        stopping.cancel()
+        if round_task.done():
+            return round_task.result()
+        round_task.cancel()
+        await asyncio.gather(round_task, return_exceptions=True)
+        return None
 
     async def _sleep(self, stop: asyncio.Event, secs: float) -> None:
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
@@ -282,12 +302,6 @@ class WalletSyncer:
             sum(len(c.updates) for c in changes), len(waiting), time.monotonic() - now,
             extra={"chain": self.name, "action": "wallet_round"},
         )  # fmt: skip
-        wall = time.time()
-        for w in self.wallets.values():
-            w.in_sync = not any(n == w.name for n, _ in waiting) and not self._dirty
-            if w.in_sync:
-                w.synced_at = wall
-        grown = False
         for change in changes:
             wallet = self.wallets[change.wallet]
             for update in change.updates:
@@ -295,11 +309,19 @@ class WalletSyncer:
                 wallet.scripts[update.scripthash] = StoredScript(
                     old.script, update.status, old.used or bool(update.txids)
                 )
+        grown = set()
+        for wallet in self.wallets.values():  # every one: a round that failed late may owe
             if await self._extend(wallet):
-                grown = True
-                wallet.in_sync = False  # new scripts to look at
+                grown.add(wallet.name)  # new scripts to look at
+        wall = time.time()
+        for w in self.wallets.values():
+            w.in_sync = (
+                w.name not in grown and not any(n == w.name for n, _ in waiting) and not self._dirty
+            )
+            if w.in_sync:
+                w.synced_at = wall
         self._clean = full and not waiting and not grown
-        return grown
+        return bool(grown)
 
     async def _check(
         self, every: list[Script], check: dict[str, set[bytes]], *, full: bool

@@ -9,8 +9,13 @@ request id asked for, and rewrites the answers it was told to lie about:
 * `blockchain.scripthash.get_history` and `get_mempool`: a transaction left out; optionally
   `blockchain.scripthash.subscribe` statuses (answers and notifications) are recomputed
   from the censored history, so the lie is self-consistent.
+The history lies apply to protocol 1.7's `blockchain.scriptpubkey.*` the same way (a client
+that negotiates 1.7 with ElectrumX 2.0 has no `blockchain.scripthash.*`): those take the
+scriptPubKey itself, matched to the targets by its script hash (sha256, reversed), and
+`get_history`/`get_mempool` answer `{"history": [...]}`; their notifications (method
+`blockchain.scriptpubkey.subscribe`) carry the script hash, as ElectrumX 2.0 sends it.
 Everything else passes through byte for byte; `listunspent` and `get_balance` tell the
-truth. `lies_told()` counts the rewritten answers per method.
+truth. `lies_told()` counts the rewritten answers per method (the name the client used).
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ GET_MERKLE = "blockchain.transaction.get_merkle"
 GET_HISTORY = "blockchain.scripthash.get_history"
 GET_MEMPOOL = "blockchain.scripthash.get_mempool"
 SUBSCRIBE = "blockchain.scripthash.subscribe"
+# Protocol 1.7: the same by scriptPubKey (histories wrapped in {"history": [...]}).
+SPK_GET_HISTORY = "blockchain.scriptpubkey.get_history"
+SPK_GET_MEMPOOL = "blockchain.scriptpubkey.get_mempool"
+SPK_SUBSCRIBE = "blockchain.scriptpubkey.subscribe"
+HISTORY_METHODS = frozenset({GET_HISTORY, GET_MEMPOOL, SPK_GET_HISTORY, SPK_GET_MEMPOOL})
+SUBSCRIBE_METHODS = frozenset({SUBSCRIBE, SPK_SUBSCRIBE})
+SCRIPTPUBKEY_METHODS = frozenset({SPK_GET_HISTORY, SPK_GET_MEMPOOL, SPK_SUBSCRIBE})
 
 MerkleTarget = Literal["branch", "pos"]
 
@@ -97,6 +109,11 @@ def corrupt_merkle_proof(
             return {**proof, "pos": pos ^ (1 << level)}
         node = regtest.double_sha256(node + sibling)
     return {**proof, "pos": pos | (1 << len(branch))}
+
+
+def scripthash_of(script_hex: str) -> str:
+    """Return the Electrum script hash (sha256 of the script, reversed, hex) of a script."""
+    return hashlib.sha256(bytes.fromhex(script_hex)).digest()[::-1].hex()
 
 
 def _read_varint(raw: bytes, offset: int) -> tuple[int, int]:
@@ -180,7 +197,8 @@ class LyingElectrum(TcpProxy):
         scripthashes: Iterable[str] | None = None,
         rewrite_status: bool = False,
     ) -> None:
-        """Leave `txid` out of `get_history`/`get_mempool` of `scripthashes` (None: all).
+        """Leave `txid` out of `get_history`/`get_mempool` of `scripthashes` (None: all),
+        by script hash or (1.7) by scriptPubKey.
 
         With `rewrite_status`, subscribe answers and notifications of those scripthashes
         carry the status of the censored history (fetched afresh from upstream) instead.
@@ -253,12 +271,14 @@ class LyingElectrum(TcpProxy):
         """Return `message`, or a lying copy of it."""
         if not isinstance(message, dict):
             return message
-        if message.get("method") == SUBSCRIBE and "id" not in message:  # a notification
+        method = message.get("method")
+        if method in SUBSCRIBE_METHODS and "id" not in message:  # a notification
+            # Both names carry [scripthash, status] (ElectrumX 2.0 keeps the hash for 1.7).
             params = message.get("params")
             if isinstance(params, list) and len(params) == 2:
                 status = await self._status_lie(params[0], params[1])
                 if status is not params[1]:
-                    self._lies[SUBSCRIBE] += 1
+                    self._lies[str(method)] += 1
                     return {**message, "params": [params[0], status]}
             return message
         request = requests.pop(message.get("id"), None)
@@ -286,14 +306,25 @@ class LyingElectrum(TcpProxy):
             if isinstance(result, dict):
                 return corrupt_merkle_proof(str(key), result, target=merkle_lie.target)
             return result
-        if history_lie is None or not history_lie.scripthashes.cover(key):
+        if history_lie is None or method not in HISTORY_METHODS | SUBSCRIBE_METHODS:
             return result
-        if method in (GET_HISTORY, GET_MEMPOOL) and isinstance(result, list):
-            kept = [entry for entry in result if entry.get("tx_hash") != history_lie.txid_hex]
-            return kept if len(kept) != len(result) else result
-        if method == SUBSCRIBE:
+        if method in SCRIPTPUBKEY_METHODS:
+            try:
+                key = scripthash_of(str(key))
+            except ValueError:
+                return result  # not a script: ElectrumX answers an error anyway
+        if not history_lie.scripthashes.cover(key):
+            return result
+        if method in SUBSCRIBE_METHODS:
             return await self._status_lie(key, result)
-        return result
+        wrapped = method in SCRIPTPUBKEY_METHODS
+        entries = result.get("history") if wrapped and isinstance(result, dict) else result
+        if not isinstance(entries, list):
+            return result
+        kept = [entry for entry in entries if entry.get("tx_hash") != history_lie.txid_hex]
+        if len(kept) == len(entries):
+            return result
+        return {**result, "history": kept} if wrapped else kept
 
     async def _status_lie(self, scripthash: Any, status: Any) -> Any:
         """Return the censored history's status for `scripthash`, or `status` if no lie."""
