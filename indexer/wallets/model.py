@@ -34,7 +34,7 @@ class ScriptUpdate:
     """A script's history as a server gave it, with the status it hashes to."""
 
     scripthash: bytes
-    status: bytes | None
+    status: bytes | None  # None: not all of it proven yet (sync it again)
     txids: tuple[bytes, ...]
 
 

@@ -121,6 +121,7 @@ class WalletSyncer:
         self._subscribed: tuple[str, Any] | None = None
         self._settled = False  # with --to: sync ended, full passes until one is clean
         self._clean = False  # the last round was a full pass that left nothing to do
+        self._other_branch = False  # the last round met a proof of another branch than ours
         # Counters for /metrics.
         self.rounds = 0
         self.transactions_fetched = 0
@@ -320,7 +321,9 @@ class WalletSyncer:
             )
             if w.in_sync:
                 w.synced_at = wall
-        self._clean = full and not waiting and not grown
+        # With `sync --to`, transactions above the headers we store wait for nothing that
+        # will come: a full pass that finds only those is as clean as it gets.
+        self._clean = full and not grown and (not waiting or not self._other_branch)
         return bool(grown)
 
     async def _check(
@@ -328,6 +331,7 @@ class WalletSyncer:
     ) -> tuple[set[tuple[str, bytes]], list[WalletChange]]:
         """Statuses of `every` script, then what changed fetched, checked and written;
         the scripts left waiting, and the changes."""
+        self._other_branch = False  # a server's block at a height differs from ours
         url, statuses = await self.requests.statuses(every)
         self._subscribed = (url, self.servers.connection_of(url))
         changed = {
@@ -368,12 +372,14 @@ class WalletSyncer:
             change = WalletChange(wallet=name, scripts=dict(wallet.by_script))
             for sh in sorted(shs):
                 entries = merged[sh]
-                if any(txid in unproven for txid, _, _ in entries):
-                    waiting.add((name, sh))
-                    continue
-                status = proofs.status([(t, h) for t, h, _ in entries]) or b""
+                status: bytes | None = proofs.status([(t, h) for t, h, _ in entries]) or b""
                 if histories[sh].url == url and histories[sh].status is not None:
                     status = histories[sh].status or b""
+                if any(txid in unproven for txid, _, _ in entries):
+                    # Stored all the same, the unproven ones as unconfirmed (never as
+                    # confirmed), and the script left to sync again (no status).
+                    waiting.add((name, sh))
+                    status = None
                 change.updates.append(
                     ScriptUpdate(sh, status, tuple(txid for txid, _, _ in entries))
                 )
@@ -472,6 +478,7 @@ class WalletSyncer:
             self.proofs_checked += 1
             if result is None:
                 unproven.add(txid)
+                self._other_branch = True
             else:
                 proven[txid] = result
         unproven -= set(proven)

@@ -407,3 +407,26 @@ def test_rewind_turns_wallet_transactions_above_it_unconfirmed_and_sync_proves_t
     assert rows(db_url, "SELECT count(*) FROM wallet_scripts WHERE status IS NULL") == [(1,)]
     assert run_cli("--config", str(path), "sync", "--to", "6").returncode == 0
     assert_equals_ledger(db_url, sim, "w")  # proven again on the same branch
+
+
+async def test_sync_to_a_height_below_the_servers_tip_ends_with_what_it_can_prove(
+    db_url: str, bitcoind_sim: BitcoindSim, electrumx: ElectrumXProc
+) -> None:
+    """`sync --to 8` with a payment at 7 and one at 10: the first is stored, proven; the
+    second cannot be proven (no header at 10 is stored): stored as unconfirmed, never as
+    confirmed, and its script left to sync again; the run ends."""
+    sim = bitcoind_sim
+    target = wallet_keys.address(wallet_keys.Kind.P2WPKH, 1)
+    sim.generate(6)
+    sim.generate(1, script_pubkey=target.script_pubkey)  # 7
+    sim.generate(2)
+    sim.generate(1, script_pubkey=target.script_pubkey)  # 10
+    electrumx.wait_synced(10)
+    cfg = wallet_config(db_url, [electrumx.tcp_url],
+                        [{"chain": "btc", "name": "w", "addresses": [target.address]}])  # fmt: skip
+    assert await sync_to(cfg, 8, timeout_secs=60) == 0
+    got = rows(db_url, "SELECT height FROM wallet_transactions ORDER BY height")
+    assert got == [(7,), (None,)]
+    assert rows(db_url, "SELECT count(*) FROM wallet_scripts WHERE status IS NULL") == [(1,)]
+    assert await sync_to(cfg, 10, timeout_secs=60) == 0
+    assert_equals_ledger(db_url, sim, "w")
