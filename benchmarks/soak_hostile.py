@@ -20,6 +20,7 @@ the stored tip that equals the node's. `python -m benchmarks.soak_hostile --minu
 from __future__ import annotations
 
 import argparse
+import atexit
 import signal
 import statistics
 import subprocess
@@ -40,6 +41,12 @@ from tests.support.oracle import assert_equals_node, check_invariants
 PREFILL_BLOCKS = 500
 BURST_BLOCKS = 300
 BURST_SECS = 30.0
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def rss_kib(pid: int) -> int:
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     stdout=subprocess.DEVNULL,
                     stderr=log,
                 )
+                atexit.register(_kill, proc)  # the indexer never outlives a failed soak
                 started = time.monotonic()
                 next_burst = started + BURST_SECS
                 bursts_missed = 0
