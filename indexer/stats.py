@@ -68,12 +68,13 @@ async def collect(cfg: Config, names: Sequence[str]) -> list[dict[str, Any]]:
                             "undecodable": int(e["undecodable"]),
                             "configured": e["live_from"] is not None,
                             "factory": e["factory"],
+                            "fill": e["fill"],
                             "backfill_pending_blocks": (
-                                max(0, (checkpoint or 0) - int(e["backfilled_to"]))
-                                if e["factory"] is not None and e["live_from"] is not None
-                                else 0
+                                0
                                 if e["live_from"] is None
                                 else max(0, int(e["live_from"]) - 1 - int(e["backfilled_to"]))
+                                if e["fill"] == "live"
+                                else max(0, (checkpoint or 0) - int(e["synced_to"]))
                             ),
                         }
                         for e in await store.event_table_stats(chain.name)

@@ -165,7 +165,7 @@ class ElectrumSource:
         self._head_max_age_secs = head_max_age_secs
         self._head: _Head | None = None
         servers.verifier = self._verify_server
-        servers.on_notification = self._on_notification
+        servers.listeners.append(self._on_notification)
 
     # -- Identity
 

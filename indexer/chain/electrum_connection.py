@@ -238,30 +238,8 @@ class ElectrumConnection:
         self, method: str, params: Sequence[Any] = (), *, timeout_secs: float | None = None
     ) -> Any:
         """Send one request and return its `result` (an error object raises `RpcError`)."""
-        timeout = self._timeout_secs if timeout_secs is None else timeout_secs
-        async with self._in_flight:
-            if self.failure is not None:
-                raise _copy(self.failure)
-            assert self._writer is not None, "request before open()"
-            request_id = next(self._ids)
-            self._last_id = request_id
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._pending[request_id] = future
-            message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-            try:
-                async with asyncio.timeout(timeout):
-                    self._writer.write(orjson.dumps(message) + b"\n")
-                    await self._writer.drain()
-                    return await future
-            except TimeoutError as exc:
-                raise errors.SourceTimeout(
-                    f"{self.where}: no answer to {method} within {timeout:g}s"
-                ) from exc
-            except OSError as exc:
-                self._fail(errors.SourceTransient(f"{self.where}: connection lost: {exc}"))
-                raise errors.SourceTransient(f"{self.where}: connection lost: {exc}") from exc
-            finally:
-                self._pending.pop(request_id, None)
+        (result,) = await self._exchange([(method, params)], timeout_secs=timeout_secs)
+        return result
 
     async def batch(
         self,
@@ -273,10 +251,15 @@ class ElectrumConnection:
         results in order; the first error object raises (`RpcError`). One answer line for
         many: a server that holds small answers back (ElectrumX pads and delays replies
         under 1 KiB) sends it at once."""
-        if not calls:
-            return []
-        if len(calls) == 1:
-            return [await self.request(*calls[0], timeout_secs=timeout_secs)]
+        return await self._exchange(calls, timeout_secs=timeout_secs) if calls else []
+
+    # -- Internals
+
+    async def _exchange(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, timeout_secs: float | None
+    ) -> list[Any]:
+        """Send `calls` on one line (one request as an object, several as a batch) in one
+        request slot; their results in order."""
         timeout = self._timeout_secs if timeout_secs is None else timeout_secs
         async with self._in_flight:
             if self.failure is not None:
@@ -290,19 +273,22 @@ class ElectrumConnection:
                 future: asyncio.Future[Any] = loop.create_future()
                 self._pending[request_id] = future
                 futures.append(future)
-            message = [
+            messages = [
                 {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
                 for request_id, (method, params) in zip(ids, calls, strict=True)
             ]
+            what = (
+                calls[0][0] if len(calls) == 1 else f"a batch of {len(calls)} ({calls[0][0]}, ...)"
+            )
             try:
                 async with asyncio.timeout(timeout):
-                    self._writer.write(orjson.dumps(message) + b"\n")
+                    line = messages[0] if len(messages) == 1 else messages
+                    self._writer.write(orjson.dumps(line) + b"\n")
                     await self._writer.drain()
                     return list(await asyncio.gather(*futures))
             except TimeoutError as exc:
                 raise errors.SourceTimeout(
-                    f"{self.where}: no answer to a batch of {len(calls)} ({calls[0][0]}, ...) "
-                    f"within {timeout:g}s"
+                    f"{self.where}: no answer to {what} within {timeout:g}s"
                 ) from exc
             except OSError as exc:
                 self._fail(errors.SourceTransient(f"{self.where}: connection lost: {exc}"))
@@ -314,8 +300,6 @@ class ElectrumConnection:
                         future.cancel()
                     elif not future.cancelled():
                         future.exception()  # retrieved: the first one raised is enough
-
-    # -- Internals
 
     def _fail(self, exc: errors.SourceError) -> None:
         """Enter the failed state once: wake every waiter with `exc`, close the socket."""

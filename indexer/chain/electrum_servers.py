@@ -88,8 +88,7 @@ class ElectrumServers:
         self._ping_interval_secs = ping_interval_secs
         self._max_in_flight = max_in_flight
         self.verifier: Verifier | None = None
-        self.on_notification: Notify | None = None
-        self.listeners: list[Notify] = []  # besides on_notification (wallet sync)
+        self.listeners: list[Notify] = []  # told every notification (headers, wallets)
 
     async def __aenter__(self) -> ElectrumServers:
         return self
@@ -152,8 +151,6 @@ class ElectrumServers:
             return conn
 
     def _notify(self, url: str, method: str, params: list[Any]) -> None:
-        if self.on_notification is not None:
-            self.on_notification(url, method, params)
         for listener in self.listeners:
             listener(url, method, params)
 

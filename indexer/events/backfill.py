@@ -162,10 +162,14 @@ class EventBackfiller:
             return None  # not attached (yet, or any more)
         live_from, backfilled_to = int(row[2]), int(row[3])
         if table.factory is not None:
-            found = await _factory_synced_to(cur, self.chain, table.factory[0])
+            # As far as the factory's table is synced (`event_tables`, the view's rule).
+            await cur.execute(
+                Q["event_table_synced_to"], {"name": self.name, "table": table.factory[0]}
+            )
+            found = await cur.fetchone()
             if found is None:
                 return None
-            target = found
+            target = int(found[0])
         elif table.fill == "node":
             await cur.execute(Q["checkpoint_get"], {"chain": self.chain})
             tip = await cur.fetchone()
@@ -246,19 +250,6 @@ async def _stored_logs(
     cur = conn.cursor(binary=True)  # ints, bytes, and topics a list of bytes: as they are
     await cur.execute(query, params)
     return cast(list[LogRow], await cur.fetchall())
-
-
-async def _factory_synced_to(cur: Any, chain: int, parent: str) -> int | None:
-    """How far the factory's table `parent` is synced (None: not registered, or no tip)."""
-    await cur.execute(Q["event_factory_state"], {"chain": chain, "table": parent})
-    row = await cur.fetchone()
-    if row is None or row[2] is None:
-        return None
-    live_from, backfilled_to, checkpoint = row[0], int(row[1]), int(row[2])
-    synced = (
-        checkpoint if live_from is not None and backfilled_to >= live_from - 1 else backfilled_to
-    )
-    return min(checkpoint, synced)
 
 
 async def _factory_addresses(

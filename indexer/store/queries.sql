@@ -539,11 +539,11 @@ WHERE o.chain = %(chain)s
   AND (t.height BETWEEN %(low)s AND %(high)s OR t.height IS NULL)
 ORDER BY o.wallet, o.txid, o.vout;
 
--- name: event_factory_state --
--- How far a factory's table is: its registry line and the chain's checkpoint.
-SELECT r.live_from, r.backfilled_to, cp.number, r.fill
-FROM event_registry r LEFT JOIN checkpoints cp ON cp.chain = r.chain
-WHERE r.chain = %(chain)s AND r.table_name = %(table)s;
+-- name: event_table_synced_to --
+-- How far an event table is synced (a factory's: its followers go no further), as the
+-- `event_tables` view says it.
+SELECT e.synced_to FROM event_tables e
+WHERE e.chain = %(name)s AND e."table" = %(table)s;
 
 -- name: blocks_hashes_at --
 -- The stored blocks' hashes at these heights.

@@ -243,7 +243,8 @@ class WalletSink(TableSink):
         txids = sorted(affected)
         await cur.execute(Q["wallet_orphans"], {**base, "txids": txids})
         gone = [bytes(r[0]) for r in await cur.fetchall()]
-        present = [t for t in txids if t in change.txs and t not in frozenset(gone)]
+        left = frozenset(gone)
+        present = [t for t in txids if t in change.txs and t not in left]
         for query in ("wallet_transactions_delete", "wallet_inputs_delete",
                       "wallet_outputs_delete"):  # fmt: skip
             await cur.execute(Q[query], {**base, "txids": gone})

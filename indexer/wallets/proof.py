@@ -30,6 +30,7 @@ class ParsedTx:
     raw: bytes
     inputs: tuple[tuple[bytes, int], ...]  # (previous txid, vout); empty for a coinbase
     outputs: tuple[tuple[bytes, int], ...]  # (scriptPubKey, value in satoshis)
+    stripped_size: int  # bytes without the witness (what the txid hashes)
 
 
 COINBASE_PREVOUT = bytes(32)
@@ -54,17 +55,13 @@ def parse_tx(raw: bytes, txid: bytes, *, where: str) -> ParsedTx:
         if not (bytes(i.txid) == COINBASE_PREVOUT and i.vout == 0xFFFFFFFF)
     )
     outputs = tuple((bytes(o.script_pubkey.data), int(o.value)) for o in tx.vout)
-    return ParsedTx(txid=txid, raw=raw, inputs=inputs, outputs=outputs)
-
-
-def stripped_size(parsed: ParsedTx) -> int:
-    """The size of the transaction without its witness (what its txid hashes)."""
-    tx = Transaction.parse(parsed.raw)
-    if not tx.is_segwit:
-        return len(parsed.raw)
-    for vin in tx.vin:
-        vin.witness.items = []
-    return len(tx.serialize())
+    if tx.is_segwit:
+        for vin in tx.vin:
+            vin.witness.items = []
+        stripped = len(tx.serialize())
+    else:
+        stripped = len(raw)
+    return ParsedTx(txid=txid, raw=raw, inputs=inputs, outputs=outputs, stripped_size=stripped)
 
 
 def merkle_root(txid: bytes, branch: Sequence[bytes], position: int) -> bytes:
@@ -96,7 +93,7 @@ def check_proof(
         raise errors.ResponseCorrupted(
             f"{where}: position {position} does not fit a branch of {len(branch)} hashes"
         )
-    if stripped_size(parsed) == 64:
+    if parsed.stripped_size == 64:
         raise errors.ResponseCorrupted(f"{where}: a 64-byte transaction cannot be proven")
     if merkle_root(parsed.txid, branch, position) != header_merkle_root:
         raise errors.ResponseCorrupted(

@@ -274,7 +274,7 @@ class WalletSyncer:
             full = self._subscribed != (current, self.servers.connection_of(current))
         dirty, self._dirty = self._dirty, set()
         check: dict[str, set[bytes]] = {}
-        unsynced = await self.store.unsynced()
+        unsynced = set() if full else await self.store.unsynced()
         for wallet in self.wallets.values():
             if full:
                 check[wallet.name] = set(wallet.scripts)
@@ -492,6 +492,7 @@ class WalletSyncer:
         """A server whose history lacks a transaction another server reported and we proved
         in a block below its own tip is lying by omission: it is dropped like any server
         that sends wrong data (the transaction is stored all the same)."""
+        tips: dict[str, int | None] = {}
         for sh, histories in opinions.items():
             if len(histories) < 2:
                 continue
@@ -504,7 +505,9 @@ class WalletSyncer:
                 if not omitted:
                     continue
                 height = proven[omitted[0]].height
-                tip = await self._tip(lacking.url)
+                if lacking.url not in tips:
+                    tips[lacking.url] = await self._tip(lacking.url)
+                tip = tips[lacking.url]
                 if tip is None or tip <= height:
                     continue  # it may not have that block yet
                 self.lies_refused += 1

@@ -96,15 +96,15 @@ async def test_a_notification_flood_costs_cpu_not_memory(
             async with running_sync(electrum_config(db_url, fake.url)) as (task, runtime):
                 chain = runtime.chains[0]
                 servers = chain.rpc
-                assert isinstance(servers, ElectrumServers) and servers.on_notification
-                handle = servers.on_notification
+                assert isinstance(servers, ElectrumServers) and servers.listeners
+                handle = servers.listeners[0]  # the header source's
 
                 def counted(url: str, method: str, params: list[Any]) -> None:
                     nonlocal seen
                     seen += 1
                     handle(url, method, params)
 
-                servers.on_notification = counted
+                servers.listeners[0] = counted
                 before, _ = tracemalloc.get_traced_memory()
                 tracemalloc.reset_peak()
                 beats = asyncio.create_task(heartbeat())
@@ -127,7 +127,7 @@ async def test_a_notification_flood_costs_cpu_not_memory(
                 finally:
                     beats.cancel()
                 assert not task.done(), "the flood must not end the sync"
-                servers.on_notification = handle
+                servers.listeners[0] = handle
 
     # Each notification was handled as it came, never queued: other tasks ran between any
     # two; memory held at the peak is bounded by the line limit, not by what flowed through;
