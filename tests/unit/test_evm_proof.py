@@ -47,6 +47,11 @@ LEVELS: dict[str, tuple[str, frozenset[Check]]] = {
     "ethereum-1000000": ("ethereum", FULL),
     # Last block before Byzantium: receipts still commit to `root`.
     "ethereum-4369999": ("ethereum", FULL),
+    # Byzantium era (after 4,370,000, before Constantinople): receipts with `status` (three
+    # failed, two creations) and one uncle; the source has transaction hashes only.
+    "ethereum-6008149": ("ethereum", frozenset({Check.HEADER_HASH}) | RECEIPT_CHECKS),
+    # Paris, two weeks after the merge: 0x1 transactions and two contract creations.
+    "ethereum-15573637": ("ethereum", FULL),
     # London, before Shanghai; no receipts were found for it.
     "ethereum-16000000": ("ethereum", BLOCK_ONLY),
     # Paris (after the merge, before Shanghai), with its receipts.
@@ -56,6 +61,13 @@ LEVELS: dict[str, tuple[str, frozenset[Check]]] = {
     "ethereum-18500000": ("ethereum", FULL | WITHDRAWALS),
     # Cancun with type-1 and type-3 (blob) transactions; no receipts were found for it.
     "ethereum-19900000": ("ethereum", BLOCK_ONLY | WITHDRAWALS),
+    # Cancun, a week after Dencun, with their receipts: type-0x1 transactions (19433902) and
+    # three type-0x3 blob transactions whose receipts carry blobGasUsed/blobGasPrice (19433903).
+    "ethereum-19433902": ("ethereum", FULL | WITHDRAWALS),
+    "ethereum-19433903": ("ethereum", FULL | WITHDRAWALS),
+    # Prague on mainnet, as Tenderly's node answers it: 0x3 (blob) and 0x4 (set-code, no
+    # yParity beside v) transactions among 0x0/0x2; no receipts were found for it.
+    "ethereum-22431088": ("ethereum", BLOCK_ONLY | WITHDRAWALS),
     # Cancun; the source has transaction hashes only, with full receipts.
     "ethereum-21925176": (
         "ethereum",
