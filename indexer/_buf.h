@@ -14,21 +14,30 @@ typedef struct {
     Py_ssize_t cap;
 } Buf;
 
-/* Make room for `extra` more bytes (MemoryError set on failure). */
+/* Make room for `extra` more bytes (-1 on failure, with MemoryError set when the thread
+ * holds the GIL; a caller that released it raises MemoryError once it has it back). The raw
+ * allocator needs no GIL: tries are built with it released. Free with buf_free. */
 static int buf_reserve(Buf *b, Py_ssize_t extra) {
     if (b->len + extra <= b->cap)
         return 0;
     Py_ssize_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra)
         cap *= 2;
-    char *data = PyMem_Realloc(b->data, (size_t)cap);
+    char *data = PyMem_RawRealloc(b->data, (size_t)cap);
     if (data == NULL) {
-        PyErr_NoMemory();
+        if (PyGILState_Check())
+            PyErr_NoMemory();
         return -1;
     }
     b->data = data;
     b->cap = cap;
     return 0;
+}
+
+static void buf_free(Buf *b) {
+    PyMem_RawFree(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
 }
 
 static int buf_append(Buf *b, const void *src, Py_ssize_t n) {

@@ -32,7 +32,7 @@ from indexer.chain.decode_pool import Decoder
 from indexer.chain.evm_checked import require_bytes, require_dict, require_int
 from indexer.chain.evm_rows import _ENVELOPE, LogSource, decode_full_batch, decode_hashes_batch
 from indexer.chain.fields import check_height
-from indexer.chain.rpc import RpcClient, results_of
+from indexer.chain.rpc import Body, RpcClient, results_of
 from indexer.config import EvmChainConfig
 from indexer.models import Block
 
@@ -211,7 +211,7 @@ class EvmSource:
         prefixes = self.copy_prefixes
 
         async def decode(
-            raw: bytes, ids: list[int], calls: Sequence[tuple[str, Sequence[Any]]], url: str
+            raw: Body, ids: list[int], calls: Sequence[tuple[str, Sequence[Any]]], url: str
         ) -> list[Block]:
             endpoint = redact.redact_url(url)
             receipts: list[bytes] | None = None
@@ -235,7 +235,7 @@ class EvmSource:
 
     async def _decode(
         self,
-        raw: bytes,
+        raw: Body,
         ids: list[int],
         calls: Sequence[tuple[str, Sequence[Any]]],
         endpoint: str,
@@ -285,7 +285,7 @@ class EvmSource:
 
     async def _receipts_per_transaction(
         self,
-        raw: bytes,
+        raw: Body,
         ids: list[int],
         calls: Sequence[tuple[str, Sequence[Any]]],
         url: str,
@@ -333,7 +333,7 @@ def _lacks_block_receipts(exc: errors.RpcError) -> bool:
     )  # fmt: skip
 
 
-async def _raw_results(raw: bytes, ids: list[int], where: str) -> list[bytes]:
+async def _raw_results(raw: Body, ids: list[int], where: str) -> list[bytes]:
     """Each call's `result` as raw JSON bytes, in call order (errors and gaps refused)."""
     try:
         items = _ENVELOPE.decode(raw)
@@ -351,7 +351,7 @@ async def _raw_results(raw: bytes, ids: list[int], where: str) -> list[bytes]:
     return out
 
 
-def _loads(raw: bytes, where: str) -> Any:
+def _loads(raw: Body, where: str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -124,6 +124,22 @@ def receipt(tx_type: int, *, deposit_nonce: bool, deposit_version: bool) -> _pro
     return _proof.Layout(ops, type_byte=-1 if tx_type == 0 else tx_type)
 
 
+# The layouts by the `type` string as nodes spell it (canonical hex; no type: legacy), for
+# `_proof.encoded_root`; any other spelling goes through `transaction_of`/`receipt_of`. An
+# OP Stack deposit's receipt layout depends on more than its type: never in the dict.
+TX_BY_TYPE: Final[dict[str | None, _proof.Layout]] = {
+    None: TX_LAYOUTS[0],
+    **{hex(t): layout for t, layout in TX_LAYOUTS.items()},
+}
+RECEIPT_BY_TYPE: Final[dict[str | None, _proof.Layout]] = {
+    None: receipt(0, deposit_nonce=False, deposit_version=False),
+    **{
+        hex(t): receipt(t, deposit_nonce=False, deposit_version=False)
+        for t in TX_LAYOUTS
+        if t != 0x7E
+    },
+}
+
 WITHDRAWAL: Final = _proof.Layout(
     (_q("index"), _q("validatorIndex"), _d("address", 20), _q("amount"))
 )

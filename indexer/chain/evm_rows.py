@@ -110,7 +110,7 @@ def _block(raw: Any, rows: dict[str, Rows]) -> Block:
 
 
 def decode_hashes_batch(
-    body: bytes,
+    body: bytes | bytearray,
     ids: Sequence[int],
     *,
     start: int,
@@ -136,7 +136,7 @@ def decode_hashes_batch(
         return None
 
 
-def _answers(body: bytes, ids: Sequence[int], expected: int) -> list[_Item]:
+def _answers(body: bytes | bytearray, ids: Sequence[int], expected: int) -> list[_Item]:
     """The batch's items in request order; each a result (no error, no gap)."""
     if not _rows.plain_json(body):  # what msgspec would skip unchecked (see _rows.c)
         raise _Refused
@@ -157,7 +157,7 @@ LogSource = Literal["none", "getLogs", "receipts"]
 
 
 def decode_full_batch(
-    body: bytes,
+    body: bytes | bytearray,
     ids: Sequence[int],
     *,
     start: int,
@@ -203,7 +203,7 @@ class _Spelled(NamedTuple):
 
 
 def _decode(
-    body: bytes,
+    body: bytes | bytearray,
     ids: Sequence[int],
     *,
     start: int,

@@ -115,12 +115,14 @@ class Verifier:
         txs = _get(block, "transactions") or []
         full_txs = bool(txs) and not isinstance(txs[0], str)
         if full_txs:
-            envelopes = []
-            for tx in txs:
+            # In C: every envelope, its hash against the transaction's, the trie root.
+            root, bad = _proof.encoded_root(
+                txs, evm_layouts.TX_BY_TYPE, evm_layouts.transaction_of, "hash"
+            )
+            if bad >= 0:
+                tx = txs[bad]
                 envelope = evm_layouts.transaction_of(tx).encode(tx)
                 _expect(where, "transaction hash", _get(tx, "hash"), _proof.keccak256(envelope))
-                envelopes.append(envelope)
-            root = _proof.ordered_trie_root(envelopes)
             _expect(where, "transactionsRoot", _get(block, "transactionsRoot"), root)
         elif not txs:
             _expect(
@@ -174,8 +176,8 @@ class Verifier:
             return  # Isthmus: the L2ToL1MessagePasser storage root, not a withdrawals trie
         if withdrawals is None:
             raise errors.ResponseCorrupted(f"{where}: withdrawalsRoot but no withdrawals list")
-        items = [evm_layouts.WITHDRAWAL.encode(w) for w in withdrawals]
-        _expect(where, "withdrawalsRoot", expected, _proof.ordered_trie_root(items))
+        root, _ = _proof.encoded_root(withdrawals, evm_layouts.WITHDRAWAL)
+        _expect(where, "withdrawalsRoot", expected, root)
 
     def _check_receipts(self, block: Any, receipts: Sequence[Any], where: str) -> None:
         system = system_tx_hash(self.rules, _get(block, "number"), _get(block, "hash"))
@@ -183,21 +185,20 @@ class Verifier:
             # Bor's state-sync receipt follows the block's transactions and is in no trie.
             if _hex(_get(receipts[-1], "transactionHash")) == system[2:]:
                 receipts = receipts[:-1]
-        envelopes = []
-        block_bloom = 0
-        seen: dict[str, int] = {}  # each address or topic hashed once per block
-        for receipt in receipts:
-            envelopes.append(evm_layouts.receipt_of(receipt).encode(receipt))
-            bloom = _proof.logs_bloom(_get(receipt, "logs") or [], seen)
+        # In C: each receipt's bloom from its logs (each address or topic hashed once per
+        # block) against its logsBloom, and the block's, their union; then the receipts root.
+        block_bloom, bad = _proof.receipts_bloom(receipts)
+        if bad >= 0:
+            receipt = receipts[bad]
+            bloom = _proof.logs_bloom(_get(receipt, "logs") or [])
             _expect(where, "receipt logsBloom", _get(receipt, "logsBloom"), bloom)
-            block_bloom |= int.from_bytes(bloom, "big")  # the block's is the receipts' union
-        root = _proof.ordered_trie_root(envelopes)
+        root, _ = _proof.encoded_root(receipts, evm_layouts.RECEIPT_BY_TYPE, evm_layouts.receipt_of)
         _expect(where, "receiptsRoot", _get(block, "receiptsRoot"), root)
-        _expect(where, "logsBloom", _get(block, "logsBloom"), block_bloom.to_bytes(256, "big"))
+        _expect(where, "logsBloom", _get(block, "logsBloom"), block_bloom)
 
 
 def _bloom_of(logs: Sequence[Any]) -> bytes:
-    return _proof.logs_bloom(logs, {})  # each address or topic hashed once
+    return _proof.logs_bloom(logs)  # each address or topic hashed once
 
 
 def _expect(where: str, what: str, sent: Any, computed: bytes) -> None:

@@ -38,13 +38,15 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-from indexer import errors
+from indexer import _rows, errors
 from indexer.chain import budget
 from indexer.chain.endpoints import Endpoint, EndpointPool, EndpointStats, Policy
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# An answer's bytes as read: the read buffer itself, not a copy (see `_read_body`).
+Body = bytes | bytearray
 
 # The largest answer with the default budget (each client's is `budget.max_answer_bytes`).
 MAX_RESPONSE_BYTES = budget.max_answer_bytes(budget.DEFAULT_MAX_BYTES_IN_FLIGHT)
@@ -208,7 +210,7 @@ class RpcClient:
         endpoint: a node that lies is failed over, not retried forever.
         """
 
-        async def decode(raw: bytes, ids: list[int], where: str) -> T:
+        async def decode(raw: Body, ids: list[int], where: str) -> T:
             return parse(results_of(raw, ids, calls, where))
 
         return await self.batch_decoded(calls, decode, url=url, attempts=attempts)
@@ -216,7 +218,7 @@ class RpcClient:
     async def batch_decoded(
         self,
         calls: Sequence[tuple[str, Sequence[Any]]],
-        decode: Callable[[bytes, list[int], str], Awaitable[T]],
+        decode: Callable[[Body, list[int], str], Awaitable[T]],
         *,
         url: str | None = None,
         attempts: int | None = None,
@@ -236,9 +238,7 @@ class RpcClient:
     async def batch_for_endpoint(
         self,
         build: Callable[[str], Sequence[tuple[str, Sequence[Any]]]],
-        decode: Callable[
-            [bytes, list[int], Sequence[tuple[str, Sequence[Any]]], str], Awaitable[T]
-        ],
+        decode: Callable[[Body, list[int], Sequence[tuple[str, Sequence[Any]]], str], Awaitable[T]],
         *,
         attempts: int | None = None,
     ) -> T:
@@ -253,7 +253,7 @@ class RpcClient:
         async def attempt(endpoint: Endpoint) -> T:
             calls = build(endpoint.url)
 
-            async def with_url(raw: bytes, ids: list[int], where: str) -> T:
+            async def with_url(raw: Body, ids: list[int], where: str) -> T:
                 return await decode(raw, ids, calls, endpoint.url)
 
             return await self._send(endpoint, calls, with_url)
@@ -266,7 +266,7 @@ class RpcClient:
         self,
         endpoint: Endpoint,
         calls: Sequence[tuple[str, Sequence[Any]]],
-        decode: Callable[[bytes, list[int], str], Awaitable[T]],
+        decode: Callable[[Body, list[int], str], Awaitable[T]],
     ) -> T:
         assert self._session is not None, "RpcClient used outside `async with`"
         ids = [next(self._ids) for _ in calls]
@@ -297,7 +297,7 @@ class RpcClient:
         except BaseException as exc:
             # Given back at once: the answer's bytes and whatever the frames of `exc` (kept
             # for a retry, a log line or a task result) still reach.
-            raw = b""
+            raw = bytearray()
             charge.release()
             budget.forget_frames(exc)
             raise
@@ -311,7 +311,7 @@ class RpcClient:
 
     async def _post(
         self, url: str, body: bytes, where: str, charge: budget.Charge, progress: _Progress
-    ) -> bytes:
+    ) -> bytearray:
         assert self._session is not None
         async with self._session.post(url, data=body, trace_request_ctx=progress) as resp:
             if resp.status == 429 or resp.status >= 500:
@@ -360,16 +360,16 @@ async def _connected(
         context.trace_request_ctx.connecting = False
 
 
-async def _read_body(resp: aiohttp.ClientResponse, charge: budget.Charge, where: str) -> bytes:
+async def _read_body(resp: aiohttp.ClientResponse, charge: budget.Charge, where: str) -> bytearray:
     """The whole body of `resp`, charged to `charge` as it arrives (see the module docstring).
 
     Into one buffer, made to size when the length is announced (else grown: by up to 1/8
-    more than it holds, charged too), then copied into one `bytes`: for that moment both
-    exist, and both are charged. One large buffer rather than many chunks: when it is freed,
-    its memory goes back to the system at once instead of leaving holes in the heap. A
-    refusal empties the buffer and closes the connection before it raises: nothing of the
-    answer stays in memory, in this frame or in aiohttp's (which buffers at most its read
-    size ahead of what we take).
+    more than it holds, charged too), which is the answer itself: it is not copied again
+    (decoders take any bytes-like object; msgspec's raw items refer to it). One large buffer
+    rather than many chunks: when it is freed, its memory goes back to the system at once
+    instead of leaving holes in the heap. A refusal empties the buffer and closes the
+    connection before it raises: nothing of the answer stays in memory, in this frame or in
+    aiohttp's (which buffers at most its read size ahead of what we take).
     """
     limit = charge.budget.max_answer_bytes
     length = resp.content_length
@@ -379,28 +379,28 @@ async def _read_body(resp: aiohttp.ClientResponse, charge: budget.Charge, where:
         if length is not None:
             if not _fits(charge, length, limit):
                 raise _refusal(charge, where, f"announces {length:,d} bytes")
-            buffer = bytearray(length)  # aiohttp stops at the announced length, or fails
+            # Not zeroed: every byte is written below before anything reads it (a shorter
+            # answer is cut to what came). aiohttp stops at the announced length, or fails.
+            buffer = _rows.new_buffer(length)
         async for chunk in resp.content.iter_any():
             end = size + len(chunk)
             if length is not None:
                 if end > length:
                     raise _refusal(charge, where, f"goes past the {length:,d} bytes announced")
-                buffer[size:end] = chunk
+                _rows.copy_into(buffer, size, chunk)  # new pages: faults, off the GIL
             elif _fits(charge, end + end // 8 + 64, limit, size=end):
                 buffer += chunk
             else:
                 raise _refusal(charge, where, f"reached {end:,d} bytes and goes on")
             size = end
-        if not charge.resize(charge.bytes + size):  # the copy below, for a moment
-            raise _refusal(charge, where, f"is {size:,d} bytes")
-        raw = bytes(buffer) if size == len(buffer) else bytes(memoryview(buffer)[:size])
+        if size != len(buffer):
+            del buffer[size:]  # shorter than announced (aiohttp raises first), or grown
     except BaseException:
         resp.close()  # nothing more of this answer is read; aiohttp drops what it buffered
-        raise
-    finally:
         buffer.clear()  # freed now, even while a traceback keeps this frame
-    charge.resize(size)  # smaller: cannot fail
-    return raw
+        raise
+    charge.resize(size)  # no more than charged as it came: cannot fail
+    return buffer
 
 
 def _fits(charge: budget.Charge, room: int, limit: int, *, size: int | None = None) -> bool:
@@ -419,7 +419,7 @@ def _refusal(charge: budget.Charge, where: str, what: str) -> errors.BatchTooLar
 
 
 def results_of(
-    raw: bytes, ids: list[int], calls: Sequence[tuple[str, Sequence[Any]]], where: str
+    raw: Body, ids: list[int], calls: Sequence[tuple[str, Sequence[Any]]], where: str
 ) -> list[Any]:
     """A batch response body's results, in call order (see `_match`)."""
     try:

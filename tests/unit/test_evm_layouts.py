@@ -177,3 +177,56 @@ def test_random_headers_hash_as_the_reference_does(
         for kind, key, _, size in group:
             header[key] = data.draw(_data(size)) if kind == evm_layouts.DATA else data.draw(_qty())
     assert evm_layouts.header_of(header).hash(header) == evm_encoding.header_hash(header)
+
+
+# -- A block's lists in one C call (`_proof.encoded_root`, `_proof.receipts_bloom`), as the
+# verifier makes them, against the reference: the same roots, the same first wrong item.
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(transactions(), max_size=40), st.data())
+def test_a_blocks_transactions_root_and_hashes_equal_the_reference(
+    txs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    for tx in txs:
+        tx["hash"] = "0x" + evm_encoding.transaction_hash(tx).hex()
+        if data.draw(st.booleans()):
+            tx["hash"] = tx["hash"].upper().replace("0X", "0x")  # case does not matter
+    wrong = data.draw(st.sets(st.integers(0, max(len(txs) - 1, 0))) if txs else st.just(set()))
+    for index in wrong:
+        txs[index]["hash"] = data.draw(st.sampled_from([None, "0x" + "00" * 32, "0xzz", 7]))
+    root, bad = _proof.encoded_root(txs, evm_layouts.TX_BY_TYPE, evm_layouts.transaction_of, "hash")
+    assert root == evm_encoding.transactions_root(txs)
+    assert bad == (min(wrong) if wrong else -1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(receipts(), max_size=30), st.data())
+def test_a_blocks_receipts_root_and_blooms_equal_the_reference(
+    items: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    block = bytearray(256)
+    for receipt in items:
+        bloom = evm_encoding.logs_bloom(receipt["logs"])
+        receipt["logsBloom"] = "0x" + bloom.hex()
+        block = bytearray(a | b for a, b in zip(block, bloom, strict=True))
+    wrong = data.draw(st.sets(st.integers(0, max(len(items) - 1, 0))) if items else st.just(set()))
+    for index in wrong:
+        items[index]["logsBloom"] = "0x" + "ff" * 256
+    root, _ = _proof.encoded_root(items, evm_layouts.RECEIPT_BY_TYPE, evm_layouts.receipt_of)
+    assert root == evm_encoding.receipts_root(items)
+    union, bad = _proof.receipts_bloom(items)
+    assert bad == (min(wrong) if wrong else -1)
+    if not wrong:
+        assert union == bytes(block)
+
+
+def test_encoded_root_names_what_it_cannot_encode() -> None:
+    tx = {"type": "0x99", "hash": "0x" + "00" * 32}
+    with pytest.raises(ValueError, match="0x99"):
+        _proof.encoded_root([tx], evm_layouts.TX_BY_TYPE, evm_layouts.transaction_of, "hash")
+    with pytest.raises(ValueError, match="type"):  # an unhashable type: layout_of says
+        _proof.encoded_root([{"type": []}], evm_layouts.TX_BY_TYPE, evm_layouts.transaction_of)
+    with pytest.raises(TypeError, match="Layout"):
+        _proof.encoded_root([{}], {None: "not a layout"})  # type: ignore[dict-item]
+    assert _proof.encoded_root([], evm_layouts.WITHDRAWAL) == (_proof.ordered_trie_root([]), -1)
