@@ -145,7 +145,12 @@ static int parse_quantity(PyObject *o, uint32_t limbs[8], const Op *op, Py_ssize
 }
 
 /* numeric in binary: int16 ndigits, weight, sign, dscale, then base-10000 digits. */
-static int put_numeric(Buf *b, uint32_t limbs[8]) {
+static int put_signed_numeric(Buf *b, uint32_t limbs[8], int negative);
+
+static int put_numeric(Buf *b, uint32_t limbs[8]) { return put_signed_numeric(b, limbs, 0); }
+
+/* The magnitude in `limbs` (consumed), negative when `negative` (numeric's sign 0x4000). */
+static int put_signed_numeric(Buf *b, uint32_t limbs[8], int negative) {
     uint16_t digits[20]; /* 2^256 < 10000^20; least significant first */
     int ndigits = 0;
     int top = 7;
@@ -167,7 +172,7 @@ static int put_numeric(Buf *b, uint32_t limbs[8]) {
     put_u32(b, (uint32_t)(8 + 2 * ndigits));
     put_u16(b, (uint16_t)ndigits);
     put_u16(b, (uint16_t)(ndigits ? ndigits - 1 : 0));
-    put_u16(b, 0); /* sign: positive */
+    put_u16(b, negative && ndigits ? 0x4000 : 0); /* sign */
     put_u16(b, 0); /* dscale */
     for (int i = ndigits - 1; i >= 0; i--)
         put_u16(b, digits[i]);
@@ -925,11 +930,324 @@ fail:
     return NULL;
 }
 
+/* -- event_rows: an event table's rows straight from the logs' COPY rows -----------------
+ *
+ * For events whose parameters are all static value types (address, uintN, intN, bool,
+ * bytesN, function) or indexed reference types (their topic, raw): the logs this table
+ * takes (topic0, or the topic count of an anonymous event; the contract, if the table names
+ * addresses), each decoded by the rules of indexer/events/decoder.py (eth-abi's strict
+ * decoding: 32-byte topics, data exactly the head, every word padded as its type requires)
+ * and written as the table's binary COPY rows: chain, block_number, log_index, tx_index,
+ * tx_hash, address copied from the log's row, then one field per parameter. A log that has
+ * the topic but does not decode is skipped and its (block number, log index) returned. No
+ * Python object is made per log, and the loop runs with the GIL released:
+ * indexer/events/matcher.py uses it for the tables it can describe (`spec`), live and in
+ * the backfill (the stored logs read as binary COPY rows), the generated Python decoder for
+ * the others, and a property test holds the two equal. */
+
+enum { EV_ADDRESS = 1, EV_UINT = 2, EV_INT = 3, EV_BOOL = 4, EV_BYTES = 5, EV_RAW = 6 };
+
+typedef struct {
+    int kind, topic;    /* topic >= 0: the value is that topic; -1: a data word */
+    Py_ssize_t offset;  /* of the data word */
+    int size;           /* bits of uintN/intN, bytes of bytesN (function: 24) */
+} EvParam;
+
+#define EV_MAX_PARAMS 64
+
+/* Whether the 32-byte word is a valid `p` (its padding as eth-abi's strict decoding wants). */
+static int ev_valid(const EvParam *p, const unsigned char *w) {
+    int zeros;
+    switch (p->kind) {
+    case EV_ADDRESS:
+        zeros = 12;
+        break;
+    case EV_UINT:
+        zeros = 32 - p->size / 8;
+        break;
+    case EV_BOOL:
+        for (int i = 0; i < 31; i++)
+            if (w[i])
+                return 0;
+        return w[31] <= 1;
+    case EV_BYTES:
+        for (int i = p->size; i < 32; i++)
+            if (w[i])
+                return 0;
+        return 1;
+    case EV_INT: {
+        int lead = 32 - p->size / 8;
+        unsigned char fill = (w[lead] & 0x80) ? 0xff : 0x00;
+        for (int i = 0; i < lead; i++)
+            if (w[i] != fill)
+                return 0;
+        return 1;
+    }
+    default: /* EV_RAW */
+        return 1;
+    }
+    for (int i = 0; i < zeros; i++)
+        if (w[i])
+            return 0;
+    return 1;
+}
+
+static int ev_put(Buf *b, const EvParam *p, const unsigned char *w) {
+    uint32_t limbs[8];
+    switch (p->kind) {
+    case EV_ADDRESS:
+    case EV_BYTES:
+    case EV_RAW: {
+        int n = p->kind == EV_ADDRESS ? 20 : p->kind == EV_RAW ? 32 : p->size;
+        const unsigned char *from = p->kind == EV_ADDRESS ? w + 12 : w;
+        if (buf_reserve(b, 4 + n) < 0)
+            return -1;
+        put_u32(b, (uint32_t)n);
+        memcpy(b->data + b->len, from, (size_t)n);
+        b->len += n;
+        return 0;
+    }
+    case EV_BOOL:
+        if (buf_reserve(b, 5) < 0)
+            return -1;
+        put_u32(b, 1);
+        b->data[b->len++] = (char)w[31];
+        return 0;
+    default: { /* EV_UINT, EV_INT: big-endian two's complement word to numeric */
+        unsigned char mag[32];
+        int negative = p->kind == EV_INT && (w[0] & 0x80);
+        if (negative) { /* magnitude = -value: invert and add one */
+            int carry = 1;
+            for (int i = 31; i >= 0; i--) {
+                int v = (unsigned char)~w[i] + carry;
+                mag[i] = (unsigned char)v;
+                carry = v >> 8;
+            }
+        } else {
+            memcpy(mag, w, 32);
+        }
+        for (int k = 0; k < 8; k++) {
+            const unsigned char *q = mag + 28 - 4 * k;
+            limbs[k] = ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16) | ((uint32_t)q[2] << 8)
+                       | q[3];
+        }
+        return put_signed_numeric(b, limbs, negative);
+    }
+    }
+}
+
+static int ev_spec(PyObject *spec, const unsigned char **topic0, int *topic_count,
+                   const unsigned char **addresses, Py_ssize_t *naddresses,
+                   Py_ssize_t *data_size, EvParam *params, int *nparams) {
+    PyObject *t0, *addrs, *plist;
+    if (!PyArg_ParseTuple(spec, "OiOnO!:event spec", &t0, topic_count, &addrs, data_size,
+                          &PyTuple_Type, &plist))
+        return -1;
+    *topic0 = NULL;
+    if (t0 != Py_None) {
+        if (!PyBytes_Check(t0) || PyBytes_GET_SIZE(t0) != 32) {
+            PyErr_SetString(PyExc_ValueError, "event spec: topic0 must be 32 bytes or None");
+            return -1;
+        }
+        *topic0 = (const unsigned char *)PyBytes_AS_STRING(t0);
+    }
+    *addresses = NULL;
+    *naddresses = 0;
+    if (addrs != Py_None) {
+        if (!PyBytes_Check(addrs) || PyBytes_GET_SIZE(addrs) % 20) {
+            PyErr_SetString(PyExc_ValueError, "event spec: addresses must be 20-byte runs");
+            return -1;
+        }
+        *addresses = (const unsigned char *)PyBytes_AS_STRING(addrs);
+        *naddresses = PyBytes_GET_SIZE(addrs) / 20;
+    }
+    *nparams = (int)PyTuple_GET_SIZE(plist);
+    if (*nparams > EV_MAX_PARAMS || *topic_count < 0 || *topic_count > 4 || *data_size < 0) {
+        PyErr_SetString(PyExc_ValueError, "event spec: out of range");
+        return -1;
+    }
+    for (int i = 0; i < *nparams; i++) {
+        EvParam *p = &params[i];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(plist, i), "iini:event param", &p->kind, &p->topic,
+                              &p->offset, &p->size))
+            return -1;
+        int sized = p->kind == EV_UINT || p->kind == EV_INT;
+        if (p->kind < EV_ADDRESS || p->kind > EV_RAW || p->topic >= *topic_count
+            || p->topic < -1
+            || (p->topic < 0 && (p->offset < 0 || p->offset % 32 || p->offset + 32 > *data_size))
+            || (sized && (p->size < 8 || p->size > 256 || p->size % 8))
+            || (p->kind == EV_BYTES && (p->size < 1 || p->size > 32))) {
+            PyErr_SetString(PyExc_ValueError, "event spec: a parameter out of range");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int address_listed(const unsigned char *addresses, Py_ssize_t n, const unsigned char *a) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) { /* sorted: binary search */
+        Py_ssize_t mid = (lo + hi) / 2;
+        int c = memcmp(addresses + 20 * mid, a, 20);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+typedef struct {
+    int64_t *items; /* (block_number, log_index) pairs */
+    Py_ssize_t n, cap;
+} Skipped;
+
+enum { EV_OK = 0, EV_BAD_ROWS = 1, EV_NO_MEMORY = 2 };
+
+/* The loop of event_rows over our own copies: no Python API, so run without the GIL. */
+static int ev_encode(Reader r, const unsigned char *topic0, int topic_count,
+                     const unsigned char *addresses, Py_ssize_t naddresses,
+                     Py_ssize_t data_size, const EvParam *params, int nparams, Buf *b,
+                     Py_ssize_t *count, Skipped *skipped, Py_ssize_t *read) {
+    while (r.left > 0) {
+        const unsigned char *b2, *fixed, *tx_hash, *address, *data, *topic[4];
+        Py_ssize_t tx_hash_len, address_len, data_len, topic_len[4];
+        int64_t chain, number, log_index, tx_index;
+        int32_t arr_len, ndim, has_null, oid, ntopics = 0, lower;
+        if (rd_bytes(&r, 2, &b2) < 0 || b2[0] != 0 || b2[1] != 8)
+            return EV_BAD_ROWS;
+        fixed = r.p; /* chain .. address, as the event row has them */
+        if (rd_int_field(&r, 2, &chain) < 0 || rd_int_field(&r, 8, &number) < 0
+            || rd_int_field(&r, 4, &log_index) < 0 || rd_int_field(&r, 4, &tx_index) < 0
+            || rd_bytea_field(&r, &tx_hash, &tx_hash_len) < 0
+            || rd_bytea_field(&r, &address, &address_len) < 0 || address_len != 20)
+            return EV_BAD_ROWS;
+        Py_ssize_t fixed_len = r.p - fixed;
+        if (rd_i32(&r, &arr_len) < 0 || arr_len < 12 || r.left < arr_len)
+            return EV_BAD_ROWS;
+        Reader arr = {r.p, arr_len};
+        r.p += arr_len;
+        r.left -= arr_len;
+        if (rd_i32(&arr, &ndim) < 0 || rd_i32(&arr, &has_null) < 0 || rd_i32(&arr, &oid) < 0
+            || has_null != 0 || oid != 17 || (ndim != 0 && ndim != 1))
+            return EV_BAD_ROWS;
+        if (ndim == 1 && (rd_i32(&arr, &ntopics) < 0 || rd_i32(&arr, &lower) < 0 || ntopics < 0
+                          || ntopics > 4))
+            return EV_BAD_ROWS;
+        for (int32_t k = 0; k < ntopics; k++)
+            if (rd_bytea_field(&arr, &topic[k], &topic_len[k]) < 0)
+                return EV_BAD_ROWS;
+        if (arr.left != 0 || rd_bytea_field(&r, &data, &data_len) < 0)
+            return EV_BAD_ROWS;
+        (*read)++;
+        (void)chain;
+        (void)tx_index;
+        /* Is it this table's log? (EventTable.takes) */
+        if (topic0 != NULL) {
+            if (ntopics == 0 || topic_len[0] != 32 || memcmp(topic[0], topic0, 32) != 0)
+                continue;
+        } else if (ntopics != topic_count) {
+            continue;
+        }
+        if (addresses != NULL && !address_listed(addresses, naddresses, address))
+            continue;
+        /* Does it decode? */
+        int valid = ntopics == topic_count && data_len == data_size;
+        for (int32_t k = 0; k < ntopics && valid; k++)
+            valid = topic_len[k] == 32;
+        for (int i = 0; i < nparams && valid; i++)
+            valid = ev_valid(&params[i], params[i].topic >= 0 ? topic[params[i].topic]
+                                                              : data + params[i].offset);
+        if (!valid) {
+            if (skipped->n == skipped->cap) {
+                Py_ssize_t cap = skipped->cap ? 2 * skipped->cap : 64;
+                int64_t *items = PyMem_RawRealloc(skipped->items, (size_t)cap * 2 * sizeof(int64_t));
+                if (items == NULL)
+                    return EV_NO_MEMORY;
+                skipped->items = items;
+                skipped->cap = cap;
+            }
+            skipped->items[2 * skipped->n] = number;
+            skipped->items[2 * skipped->n + 1] = log_index;
+            skipped->n++;
+            continue;
+        }
+        if (buf_reserve(b, 2 + fixed_len) < 0)
+            return EV_NO_MEMORY;
+        put_u16(b, (uint16_t)(6 + nparams));
+        memcpy(b->data + b->len, fixed, (size_t)fixed_len);
+        b->len += fixed_len;
+        for (int i = 0; i < nparams; i++)
+            if (ev_put(b, &params[i], params[i].topic >= 0 ? topic[params[i].topic]
+                                                           : data + params[i].offset) < 0)
+                return EV_NO_MEMORY;
+        (*count)++;
+    }
+    return EV_OK;
+}
+
+static PyObject *event_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer view;
+    PyObject *spec;
+    if (!PyArg_ParseTuple(args, "y*O!:event_rows", &view, &PyTuple_Type, &spec))
+        return NULL;
+    const unsigned char *topic0, *addresses;
+    int topic_count, nparams;
+    Py_ssize_t naddresses, data_size, count = 0, read = 0;
+    EvParam params[EV_MAX_PARAMS];
+    PyObject *out = NULL;
+    Buf b = {NULL, 0, 0};
+    Skipped skipped = {NULL, 0, 0};
+    if (ev_spec(spec, &topic0, &topic_count, &addresses, &naddresses, &data_size, params,
+                &nparams) < 0)
+        goto done;
+    /* The spec's bytes stay alive (the tuple is ours for the call), and so do the rows'. */
+    Reader r = {(const unsigned char *)view.buf, view.len};
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = ev_encode(r, topic0, topic_count, addresses, naddresses, data_size, params,
+                       nparams, &b, &count, &skipped, &read);
+    Py_END_ALLOW_THREADS
+    if (status == EV_BAD_ROWS) {
+        PyErr_SetString(PyExc_ValueError, "event_rows: not binary COPY rows of the logs table");
+        goto done;
+    }
+    if (status == EV_NO_MEMORY) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *left_out = PyList_New(skipped.n);
+    if (left_out == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < skipped.n; i++) {
+        PyObject *pair = Py_BuildValue("(LL)", (long long)skipped.items[2 * i],
+                                       (long long)skipped.items[2 * i + 1]);
+        if (pair == NULL) {
+            Py_DECREF(left_out);
+            goto done;
+        }
+        PyList_SET_ITEM(left_out, i, pair);
+    }
+    out = Py_BuildValue("(y#nNn)", b.data ? b.data : "", b.len, count, left_out, read);
+done:
+    buf_free(&b);
+    PyMem_RawFree(skipped.items);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"log_rows", log_rows, METH_VARARGS,
      "log_rows(encoded, topic0s) -> [(block_number, log_index, tx_index, tx_hash, address,"
      " topics, data)]: the binary COPY rows of `logs` whose first topic is in topic0s"
      " (None: every log)."},
+    {"event_rows", event_rows, METH_VARARGS,
+     "event_rows(encoded_logs, spec) -> (encoded rows, count, [(block_number, log_index)] of"
+     " the logs skipped, logs read): an event"
+     " table's binary COPY rows from the logs' (see the source for spec)."},
     {"new_buffer", new_buffer, METH_O,
      "new_buffer(size) -> bytearray: size bytes, not zeroed (fill them with copy_into)."},
     {"copy_into", copy_into, METH_VARARGS,

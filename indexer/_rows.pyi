@@ -26,4 +26,11 @@ def plain_json(body: bytes | bytearray, /) -> bool: ...
 
 LogRow = tuple[int, int, int, bytes, bytes, tuple[bytes, ...], bytes]
 
+# (topic0 or None: anonymous, topic count, sorted 20-byte addresses or None, data size,
+#  ((kind, topic or -1, data offset, bits or bytes), ...)); see indexer/_rows.c.
+EventSpec = tuple[bytes | None, int, bytes | None, int, tuple[tuple[int, int, int, int], ...]]
+
+def event_rows(
+    encoded_logs: bytes, spec: EventSpec, /
+) -> tuple[bytes, int, list[tuple[int, int]], int]: ...
 def log_rows(encoded: bytes, topic0s: set[bytes] | frozenset[bytes] | None, /) -> list[LogRow]: ...

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from psycopg import sql
 
-from indexer import errors
+from indexer import _rows, errors
 from indexer.chain.rpc import RpcClient
 from indexer.events import node_logs
 from indexer.events.matcher import EventSet, EventTable, LogRow
@@ -127,21 +127,34 @@ class EventBackfiller:
                 logs = await self._checked_against_stored(cur, table, fetched, low, high)
                 if logs is None:
                     return False  # the node's logs are of another branch: later
+            elif table.spec is not None and table.factory is None:
+                # Decoded in C from the logs' binary COPY rows, written as such (no node).
+                stored = await _stored_log_rows(conn, self.chain, table, low, high)
+                encoded, written, skipped, read = await asyncio.to_thread(
+                    _rows.event_rows, stored, table.spec
+                )
+                del stored
+                await sink.rewrite(cur, self.chain, low=low, high=high, encoded=encoded,
+                                   count=written, skipped=skipped)  # fmt: skip
+                logs = None
             else:
                 logs = await _stored_logs(conn, self.chain, table, low, high)
-            if table.factory is not None and logs:
-                created = await _factory_addresses(conn, self.chain, table.factory, high)
-                logs = [log for log in logs if created.get(log[4], high + 1) <= log[0]]
-            rows, skipped = await asyncio.to_thread(table.rows_of_logs, logs)
-            await sink.rewrite(cur, self.chain, low=low, high=high, rows=rows, skipped=skipped)
+            if logs is not None:
+                if table.factory is not None and logs:
+                    created = await _factory_addresses(conn, self.chain, table.factory, high)
+                    logs = [log for log in logs if created.get(log[4], high + 1) <= log[0]]
+                rows, skipped = await asyncio.to_thread(table.rows_of_logs, logs)
+                await sink.rewrite(cur, self.chain, low=low, high=high, rows=rows,
+                                   skipped=skipped)  # fmt: skip
+                written, read = len(rows), len(logs)
         self.backfilled_to[table.name] = high
         self.pending_blocks[table.name] = max(0, target - high)
-        self.rows_written[table.name] += len(rows)
+        self.rows_written[table.name] += written
         span = high - low + 1
-        self._span[table.name] = _next_span(span, len(logs))
+        self._span[table.name] = _next_span(span, read)
         logger.debug(
             "%s: %s backfilled %d-%d: %d rows, %d undecodable (%.2fs)",
-            self.name, table.name, low, high, len(rows), len(skipped),
+            self.name, table.name, low, high, written, len(skipped),
             time.monotonic() - started,
             extra={"chain": self.name, "height": high, "action": "event_backfill"},
         )  # fmt: skip
@@ -250,6 +263,32 @@ async def _stored_logs(
     cur = conn.cursor(binary=True)  # ints, bytes, and topics a list of bytes: as they are
     await cur.execute(query, params)
     return cast(list[LogRow], await cur.fetchall())
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+async def _stored_log_rows(conn: Any, chain: int, table: EventTable, low: int, high: int) -> bytes:
+    """The logs `_stored_logs` reads, as the binary COPY rows of `logs` (no header or
+    trailer), for `_rows.event_rows`."""
+    params: dict[str, Any] = {"chain": chain, "low": low, "high": high}
+    if table.topic0 is None:
+        query = Q["logs_with_topic_count_copy"]
+        params["count"] = table.topic_count
+    else:
+        query = Q["logs_with_topic0_copy"]
+        params["topic0"] = table.topic0
+    chunks: list[bytes] = []
+    async with conn.cursor().copy(query, params) as copy:
+        async for chunk in copy:
+            chunks.append(bytes(chunk))
+    data = b"".join(chunks)
+    del chunks
+    # Header: signature, flags (int32), extension length (int32) and extension; trailer -1.
+    if not data.startswith(_COPY_SIGNATURE) or len(data) < 21 or data[-2:] != b"\xff\xff":
+        raise errors.StoreError(f"reading the logs of {table.name}: not a binary COPY answer")
+    start = 19 + int.from_bytes(data[15:19], "big")
+    return data[start:-2]
 
 
 async def _factory_addresses(

@@ -12,6 +12,12 @@ instance of the event (an ERC-721 Transfer under an ERC-20 Transfer table) is sk
 recorded (`Rows.skipped`, stored in `event_undecodable`), never a wrong row. `rows_of_logs`
 does the same for stored logs (the backfill). Both read logs in one shape: (block_number,
 log_index, tx_index, tx_hash, address, topics, data).
+
+A table whose event has only static value parameters (and indexed ones: Transfer, Approval,
+Swap and most events) is decoded in C when the batch's logs are binary COPY rows (the fast
+path's): `_rows.event_rows` reads the logs' rows and writes the table's, by the same rules,
+with no Python object per log (`EventTable.spec`; a property test holds it to the generated
+decoder). Others, and logs held as values (the checked path), go through the decoder.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from psycopg.types.json import Jsonb
 
 from indexer import _rows, tables
 from indexer.config import EventConfig
-from indexer.events import schema
+from indexer.events import abi, schema
 from indexer.events.decoder import EventDecoder, Undecodable
 from indexer.models import Block, Rows
 
@@ -61,6 +67,7 @@ class EventTable:
         self._jsonb = tuple(
             i for i, column in enumerate(event.columns) if column.pg_type == "jsonb"
         )
+        self.spec = c_spec(event, self.addresses)
 
     def row(self, log: LogRow) -> tuple[Any, ...] | None:
         """`log` as a row of this table (`chain` left out); None if it does not decode."""
@@ -130,11 +137,22 @@ class EventSet:
             return list(blocks)
         out = []
         for block in blocks:
-            logs = _logs_of(block, None if self._any_anonymous else self._topic0s)
+            stored = block.rows.get(tables.LOGS.name)
+            encoded = stored.encoded if stored is not None else b""
+            logs: list[LogRow] | None = None  # as values, once a table needs them
             added: dict[str, Rows] = {}
             for table in self.tables:
                 if block.number < table.start_block or table.fill != "live":
                     continue  # filled by the backfill, following
+                if encoded and table.spec is not None:
+                    data, count, left_out, _ = _rows.event_rows(encoded, table.spec)
+                    if count or left_out:
+                        added[table.name] = Rows(
+                            count, encoded=data, skipped=tuple(i for _, i in left_out)
+                        )
+                    continue
+                if logs is None:
+                    logs = _logs_of(block, None if self._any_anonymous else self._topic0s)
                 rows, skipped = table.rows_of_logs(logs)
                 if rows or skipped:
                     added[table.name] = Rows(
@@ -156,3 +174,34 @@ def _logs_of(block: Block, topic0s: frozenset[bytes] | None) -> list[LogRow]:
         if topic0s is None or (topics and topics[0] in topic0s):
             found.append((number, log_index, tx_index, tx_hash, address, topics, data))
     return found
+
+
+# `_rows.event_rows` parameter kinds (indexer/_rows.c) by ABI base type.
+_C_KINDS = {"address": 1, "uint": 2, "int": 3, "bool": 4, "bytes": 5, "function": 5}
+_C_RAW = 6  # an indexed reference type: its topic as it is
+
+
+def c_spec(event: abi.Event, addresses: frozenset[bytes] | None) -> _rows.EventSpec | None:
+    """What `_rows.event_rows` needs to decode `event`'s logs (None: a parameter it cannot
+    read, a dynamic or composite one in the data, so the generated decoder does)."""
+    params: list[tuple[int, int, int, int]] = []
+    topic = 0 if event.anonymous else 1
+    at = 0  # the data's head: one word per static value
+    for param in event.params:
+        kind = param.type
+        if param.hashed:
+            params.append((_C_RAW, topic, 0, 32))
+            topic += 1
+            continue
+        if not isinstance(kind, abi.Elementary) or kind.dynamic:
+            return None
+        size = 24 if kind.base == "function" else kind.size or 0
+        if param.indexed:
+            params.append((_C_KINDS[kind.base], topic, 0, size))
+            topic += 1
+        else:
+            params.append((_C_KINDS[kind.base], -1, at, size))
+            at += 32
+    listed = None if addresses is None else b"".join(sorted(addresses))
+    topic0 = None if event.anonymous else event.topic0
+    return (topic0, event.topic_count, listed, at, tuple(params))

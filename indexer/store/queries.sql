@@ -343,6 +343,25 @@ WHERE chain = %(chain)s AND block_number BETWEEN %(low)s AND %(high)s
   AND cardinality(topics) = %(count)s
 ORDER BY block_number, log_index;
 
+-- name: logs_with_topic0_copy --
+-- The same logs as `logs_with_topic0`, as the binary COPY rows of `logs` (every column, in
+-- the table's order): an event table decoded in C reads them with no Python object per log.
+COPY (
+  SELECT chain, block_number, log_index, tx_index, tx_hash, address, topics, data FROM logs
+  WHERE chain = %(chain)s AND block_number BETWEEN %(low)s AND %(high)s
+    AND topics[1] = %(topic0)s
+  ORDER BY block_number, log_index
+) TO STDOUT (FORMAT BINARY);
+
+-- name: logs_with_topic_count_copy --
+-- The same logs as `logs_with_topic_count`, as binary COPY rows (see above).
+COPY (
+  SELECT chain, block_number, log_index, tx_index, tx_hash, address, topics, data FROM logs
+  WHERE chain = %(chain)s AND block_number BETWEEN %(low)s AND %(high)s
+    AND cardinality(topics) = %(count)s
+  ORDER BY block_number, log_index
+) TO STDOUT (FORMAT BINARY);
+
 -- Wallets (migrations/0006_wallets.sql; indexer/wallets, store/sinks.WalletSink)
 
 -- name: wallet_register --

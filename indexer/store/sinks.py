@@ -156,19 +156,30 @@ class EventSink(TableSink):
         *,
         low: int,
         high: int,
-        rows: Sequence[tuple[Any, ...]],
+        rows: Sequence[tuple[Any, ...]] = (),
+        encoded: bytes = b"",
+        count: int = 0,
         skipped: Sequence[tuple[int, int]],
     ) -> None:
-        """A backfill chunk: replace everything of heights [low, high] with `rows` and
-        `skipped`, and record the table backfilled up to `high`."""
+        """A backfill chunk: replace everything of heights [low, high] with `rows` (or
+        `count` rows `encoded` as binary COPY rows: `_rows.event_rows`) and `skipped`, and
+        record the table backfilled up to `high`."""
         deleted = await self.delete_between(cur, chain, low, high)
         await cur.execute(
             Q["event_undecodable_delete_between"],
             {"chain": chain, "table": self.table.name, "low": low, "high": high},
         )
         deleted_skipped = cur.rowcount
-        await self.write_values(cur, chain, rows)
-        await self.count(cur, chain, rows=len(rows) - deleted, skipped=skipped)
+        written = await self.write_values(cur, chain, rows)
+        if encoded:
+            if not encoded.startswith(self.table.copy_prefix(chain)):
+                raise errors.StoreError(
+                    f"{self.table.name}: rows encoded for another chain than {chain}; not written"
+                )
+            async with cur.copy(self._copy) as copy:
+                await copy.write(b"".join([_COPY_HEADER, encoded, _COPY_TRAILER]))
+            written += count
+        await self.count(cur, chain, rows=written - deleted, skipped=skipped)
         await cur.execute(
             Q["event_registry_backfilled"],
             {"chain": chain, "table": self.table.name, "backfilled_to": high,

@@ -12,10 +12,10 @@ from eth_abi import abi as eth_abi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer import _rows, config
+from indexer import _proof, _rows, config, tables
 from indexer.events.matcher import EventSet
 from indexer.models import Block
-from tests.unit.test_evm_rows import body_of, checked, fast
+from tests.unit.test_evm_rows import body_of, checked, fast, read_rows
 from tests.unit.test_evm_source import block_json, h, log_json
 
 TRANSFER = "Transfer(address indexed from, address indexed to, uint256 value)"
@@ -63,7 +63,9 @@ def events(*entries: dict[str, Any]) -> EventSet:
         },
         {},
     )
-    return EventSet(cfg.events_of("dev"), start_block=0)
+    chosen = EventSet(cfg.events_of("dev"), start_block=0)
+    _DECLARED.update((t.name, t.table) for t in chosen.tables)
+    return chosen
 
 
 def both_paths(body: bytes, count: int) -> tuple[list[Block], list[Block]]:
@@ -74,12 +76,21 @@ def both_paths(body: bytes, count: int) -> tuple[list[Block], list[Block]]:
 
 
 def event_rows(blocks: list[Block], table: str) -> list[tuple[Any, ...]]:
+    """The table's rows in the blocks, as values (`chain` left out), however they came:
+    as values (the decoder) or binary COPY rows (`_rows.event_rows`), read back here."""
     out: list[tuple[Any, ...]] = []
     for block in blocks:
         rows = block.rows.get(table)
-        if rows is not None:
-            out += list(rows.values)
+        if rows is None:
+            continue
+        out += list(rows.values)
+        if rows.encoded:
+            declared = _DECLARED[table]
+            out += [row[1:] for row in read_rows(rows.encoded, declared.copy_types)]
     return out
+
+
+_DECLARED: dict[str, tables.Table] = {}  # the tables `events` made, by name
 
 
 def skipped(blocks: list[Block], table: str) -> list[tuple[int, int]]:
@@ -177,3 +188,121 @@ def test_log_rows_refuses_what_is_not_log_rows() -> None:
             _rows.log_rows(damaged, None)
     with pytest.raises(TypeError):
         _rows.log_rows(encoded, [b"x"])  # type: ignore[arg-type]
+
+
+# -- The C decoder of static events (`_rows.event_rows`) against the generated one
+
+
+_STATIC_TYPES = st.one_of(
+    st.just("address"),
+    st.just("bool"),
+    st.sampled_from([8, 16, 24, 64, 128, 160, 248, 256]).map(lambda n: f"uint{n}"),
+    st.sampled_from([8, 16, 32, 64, 128, 200, 256]).map(lambda n: f"int{n}"),
+    st.sampled_from([1, 4, 20, 31, 32]).map(lambda n: f"bytes{n}"),
+    st.just("function"),
+    st.sampled_from(["string", "bytes", "uint8[]"]),  # indexed only: their keccak topic
+)
+
+
+def _value(kind: str, draw: st.DrawFn) -> Any:
+    """A valid value of `kind` for eth-abi."""
+    if kind == "address":
+        return "0x" + draw(st.binary(min_size=20, max_size=20)).hex()
+    if kind == "bool":
+        return draw(st.booleans())
+    if kind.startswith("uint"):
+        return draw(st.integers(0, 2 ** int(kind[4:]) - 1))
+    if kind.startswith("int"):
+        bits = int(kind[3:])
+        return draw(st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    size = 24 if kind == "function" else int(kind[5:])
+    return draw(st.binary(min_size=size, max_size=size))
+
+
+@st.composite
+def static_events(draw: st.DrawFn) -> tuple[str, list[tuple[str, bool]], bool]:
+    params = draw(st.lists(st.tuples(_STATIC_TYPES, st.booleans()), max_size=6))
+    anonymous = draw(st.booleans())
+    indexed_limit = 4 if anonymous else 3
+    fixed: list[tuple[str, bool]] = []
+    for kind, indexed in params:
+        dynamic = kind in ("string", "bytes", "uint8[]")
+        indexed = (indexed or dynamic) and sum(i for _, i in fixed) < indexed_limit
+        if dynamic and not indexed:
+            continue
+        fixed.append((kind, indexed))
+    declared = ", ".join(f"{k}{' indexed' if i else ''} p{n}" for n, (k, i) in enumerate(fixed))
+    return f"Ev({declared})" + (" anonymous" if anonymous else ""), fixed, anonymous
+
+
+@st.composite
+def logs_of(
+    draw: st.DrawFn, event: tuple[str, list[tuple[str, bool]], bool]
+) -> list[dict[str, Any]]:
+    _, params, anonymous = event
+    canonical = "Ev(" + ",".join(k for k, _ in params) + ")"
+    topic0 = "0x" + _proof.keccak256(canonical.encode()).hex()
+    logs = []
+    for i in range(draw(st.integers(1, 6))):
+        topics = [] if anonymous else [topic0]
+        data_types, data_values = [], []
+        for kind, indexed in params:
+            if indexed and kind in ("string", "bytes", "uint8[]"):
+                topics.append("0x" + draw(st.binary(min_size=32, max_size=32)).hex())
+            elif indexed:
+                topics.append("0x" + eth_abi.encode([kind], [_value(kind, draw)]).hex())
+            else:
+                data_types.append(kind)
+                data_values.append(_value(kind, draw))
+        data = eth_abi.encode(data_types, data_values)
+        damage = draw(st.sampled_from(["none", "none", "word", "length", "topics", "address"]))
+        if damage == "word" and data:  # dirty padding or a flipped bit anywhere
+            at = draw(st.integers(0, len(data) - 1))
+            data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+        elif damage == "word" and len(topics) > (0 if anonymous else 1):
+            k = draw(st.integers(0 if anonymous else 1, len(topics) - 1))
+            raw = bytearray.fromhex(topics[k][2:])
+            raw[draw(st.integers(0, 31))] ^= 0x80
+            topics[k] = "0x" + raw.hex()
+        elif damage == "length":
+            data = (
+                data + b"\x00" * draw(st.sampled_from([1, 32]))
+                if draw(st.booleans())
+                else data[:-1]
+            )
+        elif damage == "topics" and topics:
+            longer = len(topics) < 4 and draw(st.booleans())  # a log has at most 4
+            topics = [*topics, topics[-1]] if longer else topics[:-1]
+        log = log_json(10, tx_index=0, log_index=i)
+        log["topics"] = topics
+        log["data"] = "0x" + data.hex()
+        log["address"] = OTHER if damage == "address" else TOKEN
+        logs.append(log)
+    return logs
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_the_c_decoder_equals_the_generated_one(data: st.DataObject) -> None:
+    event = data.draw(static_events())
+    logs = data.draw(logs_of(event))
+    fast_blocks = fast(body_of([block_json(10, txs=1), logs]), 10, 1)
+    assert fast_blocks is not None
+    in_c = events({"table": "ev", "signature": event[0], "address": TOKEN})
+    (table,) = in_c.tables
+    assert table.spec is not None, "every static event is read in C"
+    generated = events({"table": "ev", "signature": event[0], "address": TOKEN})
+    generated.tables[0].spec = None  # the generated decoder, on the same rows
+    a, b = in_c.attach(fast_blocks), generated.attach(fast_blocks)
+    assert "ev" not in a[0].rows or a[0].rows["ev"].encoded or not a[0].rows["ev"].count
+    assert event_rows(a, "ev") == event_rows(b, "ev")
+    assert skipped(a, "ev") == skipped(b, "ev")
+
+
+def test_events_with_dynamic_data_are_left_to_the_generated_decoder() -> None:
+    chosen = events(
+        {"table": "named", "signature": "Named(address indexed who, string name)"},
+        {"table": "pairs", "signature": "Pairs(uint256[2] pair)"},
+        {"table": "plain", "signature": TRANSFER},
+    )
+    assert [t.spec is None for t in chosen.tables] == [True, True, False]

@@ -43,13 +43,16 @@ CFG = EvmChainConfig(
 
 def _numeric(raw: bytes) -> int:
     ndigits, weight, sign, dscale = struct.unpack(">hhHh", raw[:8])
-    assert sign == 0 and dscale == 0
+    assert sign in (0, 0x4000) and dscale == 0  # positive or negative, integers
     digits = struct.unpack(f">{ndigits}H", raw[8 : 8 + 2 * ndigits])
     assert all(d < 10_000 for d in digits)
+    assert not ndigits or digits[0], "a leading zero digit"
+    assert sign == 0 or ndigits, "negative zero"
     value = 0
     for d in digits:
         value = value * 10_000 + d
-    return int(value * 10_000 ** (weight + 1 - ndigits))
+    value = int(value * 10_000 ** (weight + 1 - ndigits))
+    return -value if sign else value
 
 
 def _bytea_array(raw: bytes) -> tuple[bytes, ...]:
