@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import backfill, etl, events_follow, reorg_latency, replay_node
+from benchmarks import backfill, etl, events_backfill, events_follow, reorg_latency, replay_node
 from benchmarks.backfill import DEFAULT_DSN, Settings
 from benchmarks.replay_node import REPO, ReplayNode, Shape
 
@@ -208,6 +208,14 @@ def run_suite(plan: Plan, dsn: str, only: set[str]) -> dict[str, Any]:
             dsn=dsn, blocks=plan.events_blocks, rounds=plan.events_rounds, say=_progress
         ),
     )
+
+    step(
+        "events_backfill",
+        lambda: events_backfill.measure(
+            dsn, blocks=2_000 if plan is QUICK_PLAN else 20_000,
+            runs=1 if plan is QUICK_PLAN else 2, say=_progress,
+        ),
+    )  # fmt: skip
 
     def full_workers() -> list[dict[str, Any]]:
         """The same, decoded in worker processes instead of the decode thread."""
@@ -446,6 +454,17 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             "target": TARGET_EVENTS_OVERHEAD,
             "reached": found["reached"],
         }
+    filled = results.get("events_backfill")
+    if isinstance(filled, dict) and "summary" in filled:
+        for i, run in enumerate(filled["runs"]):
+            add(
+                "event backfill from stored logs (3 tables)",
+                "",
+                run["events_per_sec"],
+                f"events/s; run {i + 1}: {run['events']:,d} events, {run['undecodable']:,d} "
+                f"undecodable, client CPU {run['client_cpu_secs']:.1f}s",
+            )
+        summary["events_backfill"] = filled["summary"]
     limits = results.get("limits")
     if isinstance(limits, list):
         for lim, name in zip(limits, ("headers", "blocks_only", "full"), strict=False):
