@@ -7,6 +7,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
 
 typedef struct {
     char *data;
@@ -56,5 +57,42 @@ static const signed char HEX[256] = {
     ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
     ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
+
+/* One call site reading one attribute of a batch's objects, all of one type: where that
+ * type keeps it at a fixed offset (a member descriptor: msgspec's Structs, __slots__) it is
+ * read there, else through PyObject_GetAttr. The cache holds the type it was filled for
+ * (a strong reference: a type freed and another made at its address can never match). */
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offset; /* -1: no fixed offset */
+} AttrCache;
+
+static void attr_cache_clear(AttrCache *cache) {
+    Py_CLEAR(cache->type);
+    cache->offset = -1;
+}
+
+/* obj.name, a new reference (NULL with AttributeError when it has none). */
+static PyObject *cached_getattr(PyObject *obj, PyObject *name, AttrCache *cache) {
+    PyTypeObject *type = Py_TYPE(obj);
+    if (cache->type != type) {
+        Py_ssize_t offset = -1;
+        PyObject *descr = _PyType_Lookup(type, name); /* borrowed */
+        if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+            if (m->type == T_OBJECT_EX && !(m->flags & READ_RESTRICTED))
+                offset = m->offset;
+        }
+        Py_INCREF(type);
+        Py_XSETREF(cache->type, type);
+        cache->offset = offset;
+    }
+    if (cache->offset >= 0) {
+        PyObject *v = *(PyObject **)((char *)obj + cache->offset);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(obj, name); /* unset: the AttributeError it raises */
+}
 
 #endif

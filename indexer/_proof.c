@@ -416,6 +416,7 @@ typedef struct {
     PyObject *key;  /* str */
     PyObject *key2; /* str or NULL */
     Py_ssize_t size;
+    AttrCache cache, cache2; /* of key, key2 */
 } LOp;
 
 typedef struct {
@@ -430,8 +431,9 @@ static int lbad(PyObject *key, const char *what) {
     return -1;
 }
 
-/* obj[key] for a dict, obj.key otherwise; None when missing. New reference or NULL. */
-static PyObject *get_field(PyObject *obj, PyObject *key) {
+/* obj[key] for a dict, obj.key otherwise (through `cache`, when the call site has one:
+ * always the same key); None when missing. New reference or NULL. */
+static PyObject *get_cached(PyObject *obj, PyObject *key, AttrCache *cache) {
     if (PyDict_Check(obj)) {
         PyObject *v = PyDict_GetItemWithError(obj, key);
         if (v == NULL && PyErr_Occurred())
@@ -440,7 +442,7 @@ static PyObject *get_field(PyObject *obj, PyObject *key) {
         Py_INCREF(v);
         return v;
     }
-    PyObject *v = PyObject_GetAttr(obj, key);
+    PyObject *v = cache ? cached_getattr(obj, key, cache) : PyObject_GetAttr(obj, key);
     if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
         PyErr_Clear();
         Py_INCREF(Py_None);
@@ -448,6 +450,11 @@ static PyObject *get_field(PyObject *obj, PyObject *key) {
     }
     return v;
 }
+
+static PyObject *get_field(PyObject *obj, PyObject *key) { return get_cached(obj, key, NULL); }
+
+/* The call sites that read the same key of a block's many objects. */
+static AttrCache C_LOG_ADDRESS, C_LOG_TOPICS, C_LOG_DATA, C_TYPE, C_LOGS, C_LOGS_BLOOM;
 
 
 /* The digits after "0x" of an ASCII str, or NULL with ValueError naming `key`. */
@@ -560,8 +567,9 @@ static PyObject *K_ADDRESS, *K_STORAGE_KEYS, *K_CHAIN_ID, *K_NONCE, *K_Y_PARITY,
 
 static int hash32_item(Buf *b, PyObject *v, PyObject *key) { return put_hex_data(b, v, key, 32); }
 
-static int field(Buf *b, PyObject *obj, PyObject *key, int kind, Py_ssize_t size) {
-    PyObject *v = get_field(obj, key);
+static int field(Buf *b, PyObject *obj, PyObject *key, int kind, Py_ssize_t size,
+                 AttrCache *cache) {
+    PyObject *v = get_cached(obj, key, cache);
     if (v == NULL)
         return -1;
     int failed;
@@ -578,7 +586,7 @@ static int field(Buf *b, PyObject *obj, PyObject *key, int kind, Py_ssize_t size
 static int access_item(Buf *b, PyObject *entry, PyObject *key) {
     (void)key;
     Py_ssize_t start = b->len;
-    if (field(b, entry, K_ADDRESS, L_DATA, 20) < 0)
+    if (field(b, entry, K_ADDRESS, L_DATA, 20, NULL) < 0)
         return -1;
     PyObject *keys = get_field(entry, K_STORAGE_KEYS);
     if (keys == NULL)
@@ -592,15 +600,17 @@ static int access_item(Buf *b, PyObject *entry, PyObject *key) {
 static int auth_item(Buf *b, PyObject *entry, PyObject *key) {
     (void)key;
     Py_ssize_t start = b->len;
-    if (field(b, entry, K_CHAIN_ID, L_QTY, -1) < 0 || field(b, entry, K_ADDRESS, L_DATA, 20) < 0
-        || field(b, entry, K_NONCE, L_QTY, -1) < 0)
+    if (field(b, entry, K_CHAIN_ID, L_QTY, -1, NULL) < 0
+        || field(b, entry, K_ADDRESS, L_DATA, 20, NULL) < 0
+        || field(b, entry, K_NONCE, L_QTY, -1, NULL) < 0)
         return -1;
     PyObject *parity = get_field(entry, K_Y_PARITY); /* older answers send only v */
     if (parity == NULL)
         return -1;
-    int failed = field(b, entry, parity == Py_None ? K_V : K_Y_PARITY, L_QTY, -1);
+    int failed = field(b, entry, parity == Py_None ? K_V : K_Y_PARITY, L_QTY, -1, NULL);
     Py_DECREF(parity);
-    if (failed || field(b, entry, K_R, L_QTY, -1) < 0 || field(b, entry, K_S, L_QTY, -1) < 0)
+    if (failed || field(b, entry, K_R, L_QTY, -1, NULL) < 0
+        || field(b, entry, K_S, L_QTY, -1, NULL) < 0)
         return -1;
     return close_list(b, start);
 }
@@ -608,21 +618,21 @@ static int auth_item(Buf *b, PyObject *entry, PyObject *key) {
 static int log_item(Buf *b, PyObject *log, PyObject *key) {
     (void)key;
     Py_ssize_t start = b->len;
-    if (field(b, log, K_ADDRESS, L_DATA, 20) < 0)
+    if (field(b, log, K_ADDRESS, L_DATA, 20, &C_LOG_ADDRESS) < 0)
         return -1;
-    PyObject *topics = get_field(log, K_TOPICS);
+    PyObject *topics = get_cached(log, K_TOPICS, &C_LOG_TOPICS);
     if (topics == NULL)
         return -1;
     int failed = topics == Py_None ? lbad(K_TOPICS, "missing")
                                    : put_list(b, topics, K_TOPICS, hash32_item);
     Py_DECREF(topics);
-    if (failed || field(b, log, K_DATA, L_DATA, -1) < 0)
+    if (failed || field(b, log, K_DATA, L_DATA, -1, &C_LOG_DATA) < 0)
         return -1;
     return close_list(b, start);
 }
 
-static int put_op(Buf *b, const LOp *op, PyObject *obj) {
-    PyObject *v = get_field(obj, op->key);
+static int put_op(Buf *b, LOp *op, PyObject *obj) {
+    PyObject *v = get_cached(obj, op->key, &op->cache);
     if (v == NULL)
         return -1;
     int failed = 0;
@@ -651,7 +661,7 @@ static int put_op(Buf *b, const LOp *op, PyObject *obj) {
     case L_QTY_OR_ALT:
         if (v == Py_None) {
             Py_DECREF(v);
-            v = get_field(obj, op->key2);
+            v = get_cached(obj, op->key2, &op->cache2);
             if (v == NULL)
                 return -1;
             failed = v == Py_None ? lbad(op->key2, "missing") : put_quantity(b, v, op->key2);
@@ -676,7 +686,7 @@ static int put_op(Buf *b, const LOp *op, PyObject *obj) {
             failed = put_quantity(b, v, op->key);
         } else {
             Py_DECREF(v);
-            v = get_field(obj, op->key2);
+            v = get_cached(obj, op->key2, &op->cache2);
             if (v == NULL)
                 return -1;
             failed = v == Py_None ? lbad(op->key, "missing (and no pre-Byzantium root)")
@@ -695,6 +705,8 @@ static void layout_dealloc(Layout *self) {
     for (Py_ssize_t k = 0; k < self->nops; k++) {
         Py_XDECREF(self->ops[k].key);
         Py_XDECREF(self->ops[k].key2);
+        attr_cache_clear(&self->ops[k].cache);
+        attr_cache_clear(&self->ops[k].cache2);
     }
     PyMem_Free(self->ops);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -901,7 +913,7 @@ static Layout *layout_for(PyObject *item, PyObject *layouts, PyObject *layout_of
     *owned = NULL;
     if (Py_IS_TYPE(layouts, &LayoutType))
         return (Layout *)layouts;
-    PyObject *type = get_field(item, K_TYPE);
+    PyObject *type = get_cached(item, K_TYPE, &C_TYPE);
     if (type == NULL)
         return NULL;
     PyObject *hit = PyDict_GetItemWithError(layouts, type); /* borrowed, from the dict */
@@ -1084,7 +1096,7 @@ static int collect_logs(BloomEntries *e, PyObject *logs, Py_ssize_t group) {
         return -1;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *log = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *address = get_field(log, K_ADDRESS);
+        PyObject *address = get_cached(log, K_ADDRESS, &C_LOG_ADDRESS);
         if (address == NULL)
             goto fail;
         int failed = address == Py_None ? lbad(K_ADDRESS, "missing")
@@ -1092,7 +1104,7 @@ static int collect_logs(BloomEntries *e, PyObject *logs, Py_ssize_t group) {
         Py_DECREF(address);
         if (failed)
             goto fail;
-        PyObject *topics = get_field(log, K_TOPICS);
+        PyObject *topics = get_cached(log, K_TOPICS, &C_LOG_TOPICS);
         if (topics == NULL)
             goto fail;
         if (!PyList_Check(topics)) {
@@ -1211,7 +1223,7 @@ static PyObject *py_receipts_bloom(PyObject *self, PyObject *receipts) {
     unsigned char *blooms = NULL;
     PyObject *out = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *logs = get_field(PySequence_Fast_GET_ITEM(seq, i), K_LOGS);
+        PyObject *logs = get_cached(PySequence_Fast_GET_ITEM(seq, i), K_LOGS, &C_LOGS);
         if (logs == NULL)
             goto done;
         int failed = logs != Py_None && collect_logs(&e, logs, i) < 0;
@@ -1227,7 +1239,8 @@ static PyObject *py_receipts_bloom(PyObject *self, PyObject *receipts) {
     for (Py_ssize_t i = 0; i < count; i++) {
         const unsigned char *bloom = blooms + 256 * i;
         if (bad < 0) {
-            PyObject *sent = get_field(PySequence_Fast_GET_ITEM(seq, i), K_LOGS_BLOOM);
+            PyObject *sent =
+                get_cached(PySequence_Fast_GET_ITEM(seq, i), K_LOGS_BLOOM, &C_LOGS_BLOOM);
             if (sent == NULL)
                 goto done;
             if (!hex_is(sent, bloom, 256))

@@ -64,6 +64,7 @@ typedef struct {
     Py_ssize_t max_items;
     PyObject *attr;  /* interned str, or NULL */
     PyObject *label; /* str, for messages */
+    AttrCache cache; /* of attr */
 } Op;
 
 static inline void put_u16(Buf *b, uint16_t v) {
@@ -419,6 +420,7 @@ static void table_dealloc(FieldTable *self) {
     for (Py_ssize_t k = 0; k < self->nops; k++) {
         Py_XDECREF(self->ops[k].attr);
         Py_XDECREF(self->ops[k].label);
+        attr_cache_clear(&self->ops[k].cache);
     }
     PyMem_Free(self->ops);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -474,13 +476,13 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 /* One item as one row; `tx_index` is the register K_TX_INDEX sets for K_TX_HASH. */
-static int encode_item(Buf *b, const FieldTable *t, PyObject *item, Py_ssize_t position,
+static int encode_item(Buf *b, FieldTable *t, PyObject *item, Py_ssize_t position,
                        const Context *ctx) {
     Py_ssize_t tx_index = position;
     for (Py_ssize_t k = 0; k < t->nops; k++) {
-        const Op *op = &t->ops[k];
+        Op *op = &t->ops[k];
         PyObject *v = NULL;
-        if (op->attr != NULL && (v = PyObject_GetAttr(item, op->attr)) == NULL)
+        if (op->attr != NULL && (v = cached_getattr(item, op->attr, &op->cache)) == NULL)
             return -1;
         int failed = 0;
         switch (op->kind) {
@@ -760,6 +762,24 @@ static PyObject *new_buffer(PyObject *module, PyObject *arg) {
         return NULL;
     }
     return PyByteArray_FromStringAndSize(NULL, size);
+}
+
+/* `buffer` made `size` bytes long without writing any (PyByteArray_Resize: within what it
+ * has allocated, and at least half of it, nothing moves), for a kept read buffer reused for
+ * the next answer, every byte of which copy_into writes before anything reads it. */
+static PyObject *resize_buffer(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *buffer;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "O!n:resize_buffer", &PyByteArray_Type, &buffer, &size))
+        return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "resize_buffer: negative size");
+        return NULL;
+    }
+    if (PyByteArray_Resize(buffer, size) < 0) /* BufferError while a view of it exists */
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *copy_into(PyObject *module, PyObject *args) {
@@ -1250,6 +1270,8 @@ static PyMethodDef module_methods[] = {
      " table's binary COPY rows from the logs' (see the source for spec)."},
     {"new_buffer", new_buffer, METH_O,
      "new_buffer(size) -> bytearray: size bytes, not zeroed (fill them with copy_into)."},
+    {"resize_buffer", resize_buffer, METH_VARARGS,
+     "resize_buffer(buffer, size): the bytearray made size bytes long, nothing written."},
     {"copy_into", copy_into, METH_VARARGS,
      "copy_into(buffer, offset, chunk): chunk into buffer at offset, with the GIL released."},
     {"plain_json", plain_json, METH_O,

@@ -17,12 +17,17 @@ by the policy of the endpoint pool every transport shares (`indexer.chain.endpoi
 Endpoints that did not answer at start are asked again every `RECHECK_INTERVAL_SECS`, in the
 background: one that still does not answer never holds up a request to the others.
 
-Memory: every answer is read against the chain's `budget.ByteBudget`, charged as its bytes
-arrive; reading stops and the answer is refused (`BatchTooLarge`: the pipeline asks for
-smaller batches) once it would exceed the largest answer the budget allows or what the
-budget has left. A refused or undecodable answer is given back at once (buffer emptied,
-connection closed, the exception's frames cleared); a decoded one stays charged while a
-prefetched batch made from it waits for the writer (`budget.Hold`), or until it is decoded.
+Memory: every answer is read into one buffer (`_read_body`) against the chain's
+`budget.ByteBudget`, charged as its bytes arrive; reading stops and the answer is refused
+(`BatchTooLarge`: the pipeline asks for smaller batches) once it would exceed the largest
+answer the budget allows or what the budget has left. A refused or undecodable answer is
+given back at once (buffer emptied, connection closed, the exception's frames cleared); a
+decoded one stays charged while a prefetched batch made from it waits for the writer
+(`budget.Hold`), or until it is decoded.
+A decoded answer's buffer, once nothing else refers to it, is kept for the next answer of
+about its size (`_Buffers`: at most two, of 1 MiB or more, for at most 30 s unused): a new
+buffer of a large answer is new pages, whose faults cost more than reading it (about 0.5 ms
+of CPU per full mainnet block here).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import SimpleNamespace
@@ -60,6 +66,43 @@ _REFUSED_STATUS = {
 }
 # JSON-RPC errors that, in answer to the valid requests we send, mean a broken endpoint.
 _BROKEN_CODES = {-32700: "parse error", -32600: "invalid request"}
+
+
+class _Buffers:
+    """Read buffers kept for the next answers (see the module docstring)."""
+
+    KEEP = 2
+    MIN_BYTES = 1 << 20
+    IDLE_SECS = 30.0
+
+    def __init__(self) -> None:
+        self._kept: list[tuple[float, bytearray]] = []  # (when given back, buffer)
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of `size` bytes (not zeroed: the caller writes every one)."""
+        now = time.monotonic()
+        self._kept = [(t, b) for t, b in self._kept if now - t < self.IDLE_SECS]
+        for i, (_, kept) in enumerate(self._kept):
+            if kept.__alloc__() // 2 <= size < kept.__alloc__():  # fits, without moving
+                del self._kept[i]
+                _rows.resize_buffer(kept, size)
+                return kept
+        if size < self.MIN_BYTES:
+            return _rows.new_buffer(size)
+        buffer = _rows.new_buffer(size + size // 8)  # room for the next, slightly larger one
+        _rows.resize_buffer(buffer, size)
+        return buffer
+
+    def give(self, buffer: Body) -> None:
+        """`buffer` back, kept if nothing but the caller refers to it any more."""
+        # References: the caller's, this argument, getrefcount's argument.
+        if (
+            isinstance(buffer, bytearray)
+            and buffer.__alloc__() >= self.MIN_BYTES
+            and len(self._kept) < self.KEEP
+            and sys.getrefcount(buffer) == 3
+        ):
+            self._kept.append((time.monotonic(), buffer))
 
 
 class RpcClient:
@@ -101,6 +144,7 @@ class RpcClient:
         self._label = label
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
+        self._buffers = _Buffers()
 
     async def __aenter__(self) -> RpcClient:
         tracing = aiohttp.TraceConfig()
@@ -301,6 +345,7 @@ class RpcClient:
             charge.release()
             budget.forget_frames(exc)
             raise
+        self._buffers.give(raw)
         del raw
         hold = budget.current_hold()
         if hold is None:
@@ -329,7 +374,7 @@ class RpcClient:
                 )
             if resp.status != 200:
                 raise errors.SourceError(f"{where}: HTTP {resp.status}")
-            return await _read_body(resp, charge, where)
+            return await _read_body(resp, charge, where, self._buffers)
 
 
 class _Progress:
@@ -360,7 +405,9 @@ async def _connected(
         context.trace_request_ctx.connecting = False
 
 
-async def _read_body(resp: aiohttp.ClientResponse, charge: budget.Charge, where: str) -> bytearray:
+async def _read_body(
+    resp: aiohttp.ClientResponse, charge: budget.Charge, where: str, buffers: _Buffers
+) -> bytearray:
     """The whole body of `resp`, charged to `charge` as it arrives (see the module docstring).
 
     Into one buffer, made to size when the length is announced (else grown: by up to 1/8
@@ -379,9 +426,10 @@ async def _read_body(resp: aiohttp.ClientResponse, charge: budget.Charge, where:
         if length is not None:
             if not _fits(charge, length, limit):
                 raise _refusal(charge, where, f"announces {length:,d} bytes")
-            # Not zeroed: every byte is written below before anything reads it (a shorter
-            # answer is cut to what came). aiohttp stops at the announced length, or fails.
-            buffer = _rows.new_buffer(length)
+            # Not zeroed (new, or kept from an earlier answer): every byte is written below
+            # before anything reads it (a shorter answer is cut to what came). aiohttp stops
+            # at the announced length, or fails.
+            buffer = buffers.take(length)
         async for chunk in resp.content.iter_any():
             end = size + len(chunk)
             if length is not None:

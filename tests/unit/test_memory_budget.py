@@ -556,3 +556,31 @@ def test_an_answer_is_copied_into_its_buffer_only_where_it_fits() -> None:
     assert buffer == b"abcdefgh"
     with pytest.raises(ValueError, match="negative"):
         _rows.new_buffer(-1)
+
+
+def test_a_read_buffer_is_kept_for_the_next_answer_only_when_nothing_else_holds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from indexer.chain import rpc
+
+    buffers = rpc._Buffers()
+    first = buffers.take(4 * MIB)
+    assert len(first) == 4 * MIB and first.__alloc__() > 4 * MIB  # room to grow a little
+    held = memoryview(first)  # something still reads it: not kept
+    buffers.give(first)
+    assert buffers.take(4 * MIB) is not first
+    held.release()
+    buffers.give(first)
+    again = buffers.take(4 * MIB + 100)  # about the same size: the same pages
+    assert again is first and len(again) == 4 * MIB + 100
+    buffers.give(again)
+    assert buffers.take(MIB) is not first  # far smaller: a buffer of its own
+    assert buffers.take(64) is not first and len(buffers.take(64)) == 64
+    # Kept at most IDLE_SECS unused.
+    clock = [1000.0]
+    monkeypatch.setattr("indexer.chain.rpc.time.monotonic", lambda: clock[0])
+    buffers = rpc._Buffers()
+    kept = buffers.take(2 * MIB)
+    buffers.give(kept)
+    clock[0] += rpc._Buffers.IDLE_SECS + 1
+    assert buffers.take(2 * MIB) is not kept
