@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexer import errors, tables
+from indexer import _rows, errors, tables
 from indexer.chain import evm_fields, evm_rows
 from indexer.chain.evm import EvmSource
 from indexer.chain.evm_rows import decode_full_batch
@@ -488,3 +488,60 @@ def test_hashes_fast_path_never_accepts_what_the_checked_path_refuses(
         return
     assert not isinstance(want, Exception), f"fast path accepted what was refused: {want}"
     assert rows_of(got) == rows_of(want)
+
+
+# -- Where a batch's results are (`_rows.batch_results`), against a JSON parser
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12)
+    | st.text(alphabet='ab"\\{}[],: \n0x', max_size=8),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(alphabet='ab"\\{}', max_size=4), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+_WS = st.sampled_from(["", "", " ", "\n", "\t ", "\r\n"])
+
+
+@st.composite
+def batch_bodies(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """A batch answer as a node might spell it (spacing, key order), sometimes damaged or
+    with members the fast path leaves to msgspec; and whether it is plain and whole."""
+    items, plain = [], True
+    for i in range(draw(st.integers(0, 4))):
+        members = [f'"id"{draw(_WS)}:{draw(_WS)}{draw(st.integers(0, 10**6)) if i else 7}',
+                   f'"result":{draw(_WS)}{orjson.dumps(draw(_JSON)).decode()}']  # fmt: skip
+        if draw(st.booleans()):
+            members.append('"jsonrpc":"2.0"')
+        if draw(st.integers(0, 9)) == 0:
+            members.append(draw(st.sampled_from(['"error":{"code":1}', '"id":2', '"x":1'])))
+            plain = False
+        order = draw(st.permutations(members))
+        items.append("{" + f",{draw(_WS)}".join(f"{draw(_WS)}{m}{draw(_WS)}" for m in order) + "}")
+    body = (draw(_WS) + "[" + ",".join(items) + "]" + draw(_WS)).encode()
+    if body and draw(st.integers(0, 2)) == 0:  # a byte changed, dropped or added
+        at = draw(st.integers(0, len(body) - 1))
+        new = draw(st.sampled_from([b"", b'"', b"}", b"]", b",", b"\\", b"1", b" "]))
+        body = body[:at] + new + body[at + draw(st.integers(0, 1)) :]
+        plain = False
+    return body, plain
+
+
+@settings(max_examples=1500, deadline=None)
+@given(batch_bodies())
+def test_batch_results_finds_exactly_what_a_json_parser_finds(case: tuple[bytes, bool]) -> None:
+    """It finds every plain answer's results; and whenever it answers and each result it
+    locates is JSON, the whole body is a JSON array of {id, result} objects and those are
+    their results (else it says None, and msgspec decides)."""
+    body, plain = case
+    spans = _rows.batch_results(body)
+    assert spans is not None or not plain
+    if spans is None:
+        return
+    try:
+        located = {i: orjson.loads(body[start:end]) for i, start, end in spans}
+    except orjson.JSONDecodeError:
+        return  # msgspec refuses that result: the checked path decides
+    items = orjson.loads(body)  # raises if it took something that is not JSON
+    assert isinstance(items, list) and len(items) == len(spans)
+    assert all(set(item) <= {"id", "result", "jsonrpc"} for item in items)
+    assert {item["id"]: item["result"] for item in items} == located
