@@ -1147,10 +1147,16 @@ static int set_bloom_bits(const BloomEntries *e, unsigned char *blooms) {
     }
     for (Py_ssize_t i = 0; i < e->n; i++) {
         const BloomEntry *x = &e->items[i];
-        uint64_t h;
-        memcpy(&h, x->raw, 8);
-        h = (h ^ (uint64_t)x->len) * 0x9E3779B97F4A7C15ULL;
-        Py_ssize_t j = (Py_ssize_t)(h >> 32) & (cap - 1);
+        /* Every byte counts: a topic that holds an address is 12 zero bytes first. */
+        uint64_t w[4] = {0, 0, 0, 0};
+        memcpy(w, x->raw, (size_t)x->len);
+        uint64_t h = (w[0] * 0x9E3779B97F4A7C15ULL) ^ (w[1] * 0xC2B2AE3D27D4EB4FULL)
+                     ^ (w[2] * 0x165667B19E3779F9ULL) ^ (w[3] * 0xD6E8FEB86659FD93ULL)
+                     ^ (uint64_t)x->len;
+        h ^= h >> 29;
+        h *= 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 32;
+        Py_ssize_t j = (Py_ssize_t)h & (cap - 1);
         for (;;) {
             Py_ssize_t seen = slots[j];
             if (seen == 0) {
