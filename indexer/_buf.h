@@ -60,22 +60,25 @@ static const signed char HEX[256] = {
 
 /* One call site reading one attribute of a batch's objects, all of one type: where that
  * type keeps it at a fixed offset (a member descriptor: msgspec's Structs, __slots__) it is
- * read there, else through PyObject_GetAttr. The cache holds the type it was filled for
- * (a strong reference: a type freed and another made at its address can never match). */
+ * read there, else through PyObject_GetAttr. The cache holds the type and the name it was
+ * filled for (strong references: a type freed and another made at its address can never
+ * match; another name fills it again). */
 typedef struct {
     PyTypeObject *type;
+    PyObject *name;    /* the attribute it was filled for (another one fills it again) */
     Py_ssize_t offset; /* -1: no fixed offset */
 } AttrCache;
 
 static void attr_cache_clear(AttrCache *cache) {
     Py_CLEAR(cache->type);
+    Py_CLEAR(cache->name);
     cache->offset = -1;
 }
 
 /* obj.name, a new reference (NULL with AttributeError when it has none). */
 static PyObject *cached_getattr(PyObject *obj, PyObject *name, AttrCache *cache) {
     PyTypeObject *type = Py_TYPE(obj);
-    if (cache->type != type) {
+    if (cache->type != type || cache->name != name) {
         Py_ssize_t offset = -1;
         PyObject *descr = _PyType_Lookup(type, name); /* borrowed */
         if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
@@ -85,6 +88,8 @@ static PyObject *cached_getattr(PyObject *obj, PyObject *name, AttrCache *cache)
         }
         Py_INCREF(type);
         Py_XSETREF(cache->type, type);
+        Py_INCREF(name);
+        Py_XSETREF(cache->name, name);
         cache->offset = offset;
     }
     if (cache->offset >= 0) {

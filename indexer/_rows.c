@@ -406,6 +406,7 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t nops;
     Op *ops;
+    AttrCache parent_cache; /* nested_rows: the parents' attribute holding the items */
 } FieldTable;
 
 typedef struct {
@@ -423,6 +424,7 @@ static void table_dealloc(FieldTable *self) {
         attr_cache_clear(&self->ops[k].cache);
     }
     PyMem_Free(self->ops);
+    attr_cache_clear(&self->parent_cache);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -613,11 +615,72 @@ static PyObject *table_rows(FieldTable *self, PyObject *args) {
     return out;
 }
 
+/* The items held by each parent's `attr` (a block's receipts' logs), as rows numbered on
+ * through the block, each naming its parent's index as its transaction: (rows, how many,
+ * how many of the first `counted` parents'). A parent whose attribute is None or empty has
+ * none. */
+static PyObject *table_nested_rows(FieldTable *self, PyObject *args) {
+    const char *prefix;
+    Py_ssize_t prefix_len, counted;
+    PyObject *parents, *attr, *tx_hashes;
+    long long number;
+    Context ctx;
+    if (!PyArg_ParseTuple(args, "y#O!UUULOn", &prefix, &prefix_len, &PyList_Type, &parents,
+                          &attr, &ctx.block_hash, &ctx.block_number, &number, &tx_hashes,
+                          &counted))
+        return NULL;
+    if (tx_hashes != Py_None && !PyList_Check(tx_hashes)) {
+        PyErr_SetString(PyExc_TypeError, "tx_hashes must be a list or None");
+        return NULL;
+    }
+    ctx.number = number;
+    ctx.tx_hashes = tx_hashes == Py_None ? NULL : tx_hashes;
+    Buf b = {NULL, 0, 0};
+    Py_ssize_t position = 0, in_counted = 0;
+    int failed = 0;
+    for (Py_ssize_t p = 0; p < PyList_GET_SIZE(parents) && !failed; p++) {
+        PyObject *items = cached_getattr(PyList_GET_ITEM(parents, p), attr, &self->parent_cache);
+        if (items == NULL) {
+            failed = 1;
+            break;
+        }
+        if (items != Py_None && !PyList_Check(items)) {
+            Py_DECREF(items);
+            PyErr_SetString(PyExc_TypeError, "nested_rows: the items must be a list or None");
+            failed = 1;
+            break;
+        }
+        Py_ssize_t n = items == Py_None ? 0 : PyList_GET_SIZE(items);
+        ctx.tx_index = p;
+        for (Py_ssize_t i = 0; i < n && !failed; i++) {
+            if (buf_reserve(&b, prefix_len) < 0) {
+                failed = 1;
+                break;
+            }
+            memcpy(b.data + b.len, prefix, (size_t)prefix_len);
+            b.len += prefix_len;
+            failed = encode_item(&b, self, PyList_GET_ITEM(items, i), position + i, &ctx) < 0;
+        }
+        Py_DECREF(items);
+        position += n;
+        in_counted += p < counted ? n : 0;
+    }
+    PyObject *out = failed ? NULL
+                           : Py_BuildValue("(y#nn)", b.data ? b.data : "", b.len, position,
+                                           in_counted);
+    buf_free(&b);
+    return out;
+}
+
 static PyMethodDef table_methods[] = {
     {"rows", (PyCFunction)table_rows, METH_VARARGS,
      "rows(prefix, items, block_hash, block_number, number, tx_hashes, first_position=0,"
      " tx_index=-1)"
      " -> bytes: the items as binary COPY rows."},
+    {"nested_rows", (PyCFunction)table_nested_rows, METH_VARARGS,
+     "nested_rows(prefix, parents, attr, block_hash, block_number, number, tx_hashes, counted)"
+     " -> (bytes, count, count of the first `counted` parents): the items of each parent's"
+     " attr as binary COPY rows, each naming its parent's index as tx_index."},
     {NULL, NULL, 0, NULL},
 };
 

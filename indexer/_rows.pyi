@@ -19,6 +19,18 @@ class FieldTable:
         tx_index: int = -1,
         /,
     ) -> bytes: ...
+    def nested_rows(
+        self,
+        prefix: bytes,
+        parents: list[Any],
+        attr: str,
+        block_hash: str,
+        block_number: str,
+        number: int,
+        tx_hashes: list[str] | None,
+        counted: int,
+        /,
+    ) -> tuple[bytes, int, int]: ...
 
 def new_buffer(size: int, /) -> bytearray: ...
 def resize_buffer(buffer: bytearray, size: int, /) -> None: ...

@@ -337,23 +337,16 @@ def _receipts_of_block(
         prefixes[receipt_table.table.name], receipts, block_hash=block_hash,
         block_number=block_number, number=number, tx_hashes=tx_hashes,
     )  # fmt: skip
-    log_prefix = prefixes[log_table.table.name]
-    parts: list[bytes] = []
-    position = 0
-    in_bloom = 0  # logs of the block's own transactions (the system one's are in no bloom)
-    for index, receipt in enumerate(receipts):
-        if receipt.logs:
-            parts.append(
-                log_table.encode(
-                    log_prefix, receipt.logs, block_hash=block_hash, block_number=block_number,
-                    number=number, tx_hashes=tx_hashes, first_position=position, tx_index=index,
-                )
-            )  # fmt: skip
-            position += len(receipt.logs)
-            in_bloom += len(receipt.logs) if index < len(spelling.tx_hashes) else 0
+    # Every receipt's logs, numbered on through the block, each naming its receipt's
+    # transaction; in the bloom: the logs of the block's own transactions' receipts (not the
+    # system one's).
+    logs, position, in_bloom = log_table.c_table.nested_rows(
+        prefixes[log_table.table.name], receipts, "logs", block_hash, block_number, number,
+        tx_hashes, len(spelling.tx_hashes),
+    )  # fmt: skip
     if spelling.bloom_says_logs != bool(in_bloom):
         raise _Refused
     return {
         receipt_table.table.name: Rows(len(receipts), encoded=encoded),
-        log_table.table.name: Rows(position, encoded=b"".join(parts)),
+        log_table.table.name: Rows(position, encoded=logs),
     }
