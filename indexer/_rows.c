@@ -582,6 +582,30 @@ static int encode_item(Buf *b, FieldTable *t, PyObject *item, Py_ssize_t positio
     return 0;
 }
 
+/* The context's transaction hashes: a list, or None (-1 with TypeError otherwise). */
+static int set_tx_hashes(Context *ctx, PyObject *tx_hashes) {
+    if (tx_hashes != Py_None && !PyList_Check(tx_hashes)) {
+        PyErr_SetString(PyExc_TypeError, "tx_hashes must be a list or None");
+        return -1;
+    }
+    ctx->tx_hashes = tx_hashes == Py_None ? NULL : tx_hashes;
+    return 0;
+}
+
+/* Each of `items` as a row (the prefix, then its fields), numbered from `first`. */
+static int encode_items(Buf *b, FieldTable *t, PyObject *items, Py_ssize_t first,
+                        const char *prefix, Py_ssize_t prefix_len, const Context *ctx) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        if (buf_reserve(b, prefix_len) < 0)
+            return -1;
+        memcpy(b->data + b->len, prefix, (size_t)prefix_len);
+        b->len += prefix_len;
+        if (encode_item(b, t, PyList_GET_ITEM(items, i), first + i, ctx) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *table_rows(FieldTable *self, PyObject *args) {
     const char *prefix;
     Py_ssize_t prefix_len, first = 0;
@@ -593,23 +617,11 @@ static PyObject *table_rows(FieldTable *self, PyObject *args) {
                           &ctx.block_hash, &ctx.block_number, &number, &tx_hashes, &first,
                           &ctx.tx_index))
         return NULL;
-    if (tx_hashes != Py_None && !PyList_Check(tx_hashes)) {
-        PyErr_SetString(PyExc_TypeError, "tx_hashes must be a list or None");
+    if (set_tx_hashes(&ctx, tx_hashes) < 0)
         return NULL;
-    }
     ctx.number = number;
-    ctx.tx_hashes = tx_hashes == Py_None ? NULL : tx_hashes;
     Buf b = {NULL, 0, 0};
-    int failed = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && !failed; i++) {
-        if (buf_reserve(&b, prefix_len) < 0) {
-            failed = 1;
-            break;
-        }
-        memcpy(b.data + b.len, prefix, (size_t)prefix_len);
-        b.len += prefix_len;
-        failed = encode_item(&b, self, PyList_GET_ITEM(items, i), first + i, &ctx) < 0;
-    }
+    int failed = encode_items(&b, self, items, first, prefix, prefix_len, &ctx) < 0;
     PyObject *out = failed ? NULL : PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
     buf_free(&b);
     return out;
@@ -629,12 +641,9 @@ static PyObject *table_nested_rows(FieldTable *self, PyObject *args) {
                           &attr, &ctx.block_hash, &ctx.block_number, &number, &tx_hashes,
                           &counted))
         return NULL;
-    if (tx_hashes != Py_None && !PyList_Check(tx_hashes)) {
-        PyErr_SetString(PyExc_TypeError, "tx_hashes must be a list or None");
+    if (set_tx_hashes(&ctx, tx_hashes) < 0)
         return NULL;
-    }
     ctx.number = number;
-    ctx.tx_hashes = tx_hashes == Py_None ? NULL : tx_hashes;
     Buf b = {NULL, 0, 0};
     Py_ssize_t position = 0, in_counted = 0;
     int failed = 0;
@@ -652,15 +661,7 @@ static PyObject *table_nested_rows(FieldTable *self, PyObject *args) {
         }
         Py_ssize_t n = items == Py_None ? 0 : PyList_GET_SIZE(items);
         ctx.tx_index = p;
-        for (Py_ssize_t i = 0; i < n && !failed; i++) {
-            if (buf_reserve(&b, prefix_len) < 0) {
-                failed = 1;
-                break;
-            }
-            memcpy(b.data + b.len, prefix, (size_t)prefix_len);
-            b.len += prefix_len;
-            failed = encode_item(&b, self, PyList_GET_ITEM(items, i), position + i, &ctx) < 0;
-        }
+        failed = n && encode_items(&b, self, items, position, prefix, prefix_len, &ctx) < 0;
         Py_DECREF(items);
         position += n;
         in_counted += p < counted ? n : 0;
@@ -1106,6 +1107,52 @@ static int rd_bytea_field(Reader *r, const unsigned char **out, Py_ssize_t *len)
     return 0;
 }
 
+/* One row of `logs`, its fields pointing into the rows read. */
+typedef struct {
+    const unsigned char *fixed; /* chain .. address, as they are in the row */
+    Py_ssize_t fixed_len;
+    int64_t chain, number, log_index, tx_index;
+    const unsigned char *tx_hash, *address, *data, *topic[4];
+    Py_ssize_t tx_hash_len, address_len, data_len, topic_len[4];
+    int32_t ntopics;
+} LogRow;
+
+/* The next row of `logs` (chain int2, block_number int8, log_index int4, tx_index int4,
+ * tx_hash bytea, address bytea, topics bytea[], data bytea); -1 if it is not one. No
+ * Python API: event_rows runs it with the GIL released. */
+static int read_log_row(Reader *r, LogRow *row) {
+    const unsigned char *b;
+    int32_t arr_len, ndim, has_null, oid, lower;
+    if (rd_bytes(r, 2, &b) < 0 || b[0] != 0 || b[1] != 8)
+        return -1;
+    row->fixed = r->p;
+    if (rd_int_field(r, 2, &row->chain) < 0 || rd_int_field(r, 8, &row->number) < 0
+        || rd_int_field(r, 4, &row->log_index) < 0 || rd_int_field(r, 4, &row->tx_index) < 0
+        || rd_bytea_field(r, &row->tx_hash, &row->tx_hash_len) < 0
+        || rd_bytea_field(r, &row->address, &row->address_len) < 0)
+        return -1;
+    row->fixed_len = r->p - row->fixed;
+    /* topics: a one-dimensional bytea[] (or an empty array) */
+    if (rd_i32(r, &arr_len) < 0 || arr_len < 12 || r->left < arr_len)
+        return -1;
+    Reader arr = {r->p, arr_len};
+    r->p += arr_len;
+    r->left -= arr_len;
+    row->ntopics = 0;
+    if (rd_i32(&arr, &ndim) < 0 || rd_i32(&arr, &has_null) < 0 || rd_i32(&arr, &oid) < 0
+        || has_null != 0 || oid != 17 || (ndim != 0 && ndim != 1))
+        return -1;
+    if (ndim == 1 && (rd_i32(&arr, &row->ntopics) < 0 || rd_i32(&arr, &lower) < 0
+                      || row->ntopics < 0 || row->ntopics > 4))
+        return -1;
+    for (int32_t k = 0; k < row->ntopics; k++)
+        if (rd_bytea_field(&arr, &row->topic[k], &row->topic_len[k]) < 0)
+            return -1;
+    if (arr.left != 0 || rd_bytea_field(r, &row->data, &row->data_len) < 0)
+        return -1;
+    return 0;
+}
+
 static PyObject *log_rows(PyObject *module, PyObject *args) {
     (void)module;
     Py_buffer view;
@@ -1124,36 +1171,12 @@ static PyObject *log_rows(PyObject *module, PyObject *args) {
     }
     Reader r = {(const unsigned char *)view.buf, view.len};
     while (r.left > 0) {
-        const unsigned char *b, *tx_hash, *address, *data;
-        Py_ssize_t tx_hash_len, address_len, data_len;
-        int64_t chain, number, log_index, tx_index;
-        int32_t arr_len, ndim, has_null, oid, count = 0, lower;
-        if (rd_bytes(&r, 2, &b) < 0 || b[0] != 0 || b[1] != 8)
+        LogRow row;
+        if (read_log_row(&r, &row) < 0)
             goto bad;
-        if (rd_int_field(&r, 2, &chain) < 0 || rd_int_field(&r, 8, &number) < 0
-            || rd_int_field(&r, 4, &log_index) < 0 || rd_int_field(&r, 4, &tx_index) < 0
-            || rd_bytea_field(&r, &tx_hash, &tx_hash_len) < 0
-            || rd_bytea_field(&r, &address, &address_len) < 0)
-            goto bad;
-        /* topics: a one-dimensional bytea[] (or an empty array) */
-        if (rd_i32(&r, &arr_len) < 0 || arr_len < 12 || r.left < arr_len)
-            goto bad;
-        Reader arr = {r.p, arr_len};
-        r.p += arr_len;
-        r.left -= arr_len;
-        if (rd_i32(&arr, &ndim) < 0 || rd_i32(&arr, &has_null) < 0 || rd_i32(&arr, &oid) < 0
-            || has_null != 0 || oid != 17 || (ndim != 0 && ndim != 1))
-            goto bad;
-        if (ndim == 1 && (rd_i32(&arr, &count) < 0 || rd_i32(&arr, &lower) < 0 || count < 0
-                          || count > 4))
-            goto bad;
-        const unsigned char *topic[4];
-        Py_ssize_t topic_len[4];
-        for (int32_t k = 0; k < count; k++)
-            if (rd_bytea_field(&arr, &topic[k], &topic_len[k]) < 0)
-                goto bad;
-        if (arr.left != 0 || rd_bytea_field(&r, &data, &data_len) < 0)
-            goto bad;
+        int32_t count = row.ntopics;
+        const unsigned char **topic = row.topic;
+        const Py_ssize_t *topic_len = row.topic_len;
         if (topic0s != Py_None) {
             if (count == 0)
                 continue;
@@ -1178,17 +1201,17 @@ static PyObject *log_rows(PyObject *module, PyObject *args) {
             }
             PyTuple_SET_ITEM(topics, k, t);
         }
-        PyObject *row = Py_BuildValue("(LLLy#y#Ny#)", (long long)number, (long long)log_index,
-                                      (long long)tx_index, (const char *)tx_hash, tx_hash_len,
-                                      (const char *)address, address_len, topics,
-                                      (const char *)data, data_len);
-        if (row == NULL)
+        PyObject *item = Py_BuildValue(
+            "(LLLy#y#Ny#)", (long long)row.number, (long long)row.log_index,
+            (long long)row.tx_index, (const char *)row.tx_hash, row.tx_hash_len,
+            (const char *)row.address, row.address_len, topics, (const char *)row.data,
+            row.data_len);
+        if (item == NULL)
             goto fail;
-        int appended = PyList_Append(out, row);
-        Py_DECREF(row);
+        int appended = PyList_Append(out, item);
+        Py_DECREF(item);
         if (appended < 0)
             goto fail;
-        (void)chain;
     }
     PyBuffer_Release(&view);
     return out;
@@ -1382,38 +1405,13 @@ static int ev_encode(Reader r, const unsigned char *topic0, int topic_count,
                      Py_ssize_t data_size, const EvParam *params, int nparams, Buf *b,
                      Py_ssize_t *count, Skipped *skipped, Py_ssize_t *read) {
     while (r.left > 0) {
-        const unsigned char *b2, *fixed, *tx_hash, *address, *data, *topic[4];
-        Py_ssize_t tx_hash_len, address_len, data_len, topic_len[4];
-        int64_t chain, number, log_index, tx_index;
-        int32_t arr_len, ndim, has_null, oid, ntopics = 0, lower;
-        if (rd_bytes(&r, 2, &b2) < 0 || b2[0] != 0 || b2[1] != 8)
-            return EV_BAD_ROWS;
-        fixed = r.p; /* chain .. address, as the event row has them */
-        if (rd_int_field(&r, 2, &chain) < 0 || rd_int_field(&r, 8, &number) < 0
-            || rd_int_field(&r, 4, &log_index) < 0 || rd_int_field(&r, 4, &tx_index) < 0
-            || rd_bytea_field(&r, &tx_hash, &tx_hash_len) < 0
-            || rd_bytea_field(&r, &address, &address_len) < 0 || address_len != 20)
-            return EV_BAD_ROWS;
-        Py_ssize_t fixed_len = r.p - fixed;
-        if (rd_i32(&r, &arr_len) < 0 || arr_len < 12 || r.left < arr_len)
-            return EV_BAD_ROWS;
-        Reader arr = {r.p, arr_len};
-        r.p += arr_len;
-        r.left -= arr_len;
-        if (rd_i32(&arr, &ndim) < 0 || rd_i32(&arr, &has_null) < 0 || rd_i32(&arr, &oid) < 0
-            || has_null != 0 || oid != 17 || (ndim != 0 && ndim != 1))
-            return EV_BAD_ROWS;
-        if (ndim == 1 && (rd_i32(&arr, &ntopics) < 0 || rd_i32(&arr, &lower) < 0 || ntopics < 0
-                          || ntopics > 4))
-            return EV_BAD_ROWS;
-        for (int32_t k = 0; k < ntopics; k++)
-            if (rd_bytea_field(&arr, &topic[k], &topic_len[k]) < 0)
-                return EV_BAD_ROWS;
-        if (arr.left != 0 || rd_bytea_field(&r, &data, &data_len) < 0)
+        LogRow row;
+        if (read_log_row(&r, &row) < 0 || row.address_len != 20)
             return EV_BAD_ROWS;
         (*read)++;
-        (void)chain;
-        (void)tx_index;
+        const unsigned char *const *topic = row.topic, *data = row.data;
+        const Py_ssize_t *topic_len = row.topic_len, data_len = row.data_len;
+        int32_t ntopics = row.ntopics;
         /* Is it this table's log? (EventTable.takes) */
         if (topic0 != NULL) {
             if (ntopics == 0 || topic_len[0] != 32 || memcmp(topic[0], topic0, 32) != 0)
@@ -1421,7 +1419,7 @@ static int ev_encode(Reader r, const unsigned char *topic0, int topic_count,
         } else if (ntopics != topic_count) {
             continue;
         }
-        if (addresses != NULL && !address_listed(addresses, naddresses, address))
+        if (addresses != NULL && !address_listed(addresses, naddresses, row.address))
             continue;
         /* Does it decode? */
         int valid = ntopics == topic_count && data_len == data_size;
@@ -1439,16 +1437,16 @@ static int ev_encode(Reader r, const unsigned char *topic0, int topic_count,
                 skipped->items = items;
                 skipped->cap = cap;
             }
-            skipped->items[2 * skipped->n] = number;
-            skipped->items[2 * skipped->n + 1] = log_index;
+            skipped->items[2 * skipped->n] = row.number;
+            skipped->items[2 * skipped->n + 1] = row.log_index;
             skipped->n++;
             continue;
         }
-        if (buf_reserve(b, 2 + fixed_len) < 0)
+        if (buf_reserve(b, 2 + row.fixed_len) < 0)
             return EV_NO_MEMORY;
         put_u16(b, (uint16_t)(6 + nparams));
-        memcpy(b->data + b->len, fixed, (size_t)fixed_len);
-        b->len += fixed_len;
+        memcpy(b->data + b->len, row.fixed, (size_t)row.fixed_len);
+        b->len += row.fixed_len;
         for (int i = 0; i < nparams; i++)
             if (ev_put(b, &params[i], params[i].topic >= 0 ? topic[params[i].topic]
                                                            : data + params[i].offset) < 0)

@@ -250,16 +250,25 @@ def _next_span(span: int, logs: int) -> int:
     return max(1, min(MAX_SPAN, span * 2, span * TARGET_LOGS // logs))
 
 
+def _logs_query(
+    table: EventTable, chain: int, low: int, high: int, *, copy: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The named query of the stored logs of [low, high] with the table's topic0 (an
+    anonymous event's: its topic count), as rows or as binary COPY rows, and its params."""
+    params: dict[str, Any] = {"chain": chain, "low": low, "high": high}
+    if table.topic0 is None:
+        name = "logs_with_topic_count"
+        params["count"] = table.topic_count
+    else:
+        name = "logs_with_topic0"
+        params["topic0"] = table.topic0
+    return Q[f"{name}_copy" if copy else name], params
+
+
 async def _stored_logs(
     conn: Any, chain: int, table: EventTable, low: int, high: int
 ) -> list[LogRow]:
-    params: dict[str, Any] = {"chain": chain, "low": low, "high": high}
-    if table.topic0 is None:
-        query = Q["logs_with_topic_count"]
-        params["count"] = table.topic_count
-    else:
-        query = Q["logs_with_topic0"]
-        params["topic0"] = table.topic0
+    query, params = _logs_query(table, chain, low, high, copy=False)
     cur = conn.cursor(binary=True)  # ints, bytes, and topics a list of bytes: as they are
     await cur.execute(query, params)
     return cast(list[LogRow], await cur.fetchall())
@@ -271,13 +280,7 @@ _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 async def _stored_log_rows(conn: Any, chain: int, table: EventTable, low: int, high: int) -> bytes:
     """The logs `_stored_logs` reads, as the binary COPY rows of `logs` (no header or
     trailer), for `_rows.event_rows`."""
-    params: dict[str, Any] = {"chain": chain, "low": low, "high": high}
-    if table.topic0 is None:
-        query = Q["logs_with_topic_count_copy"]
-        params["count"] = table.topic_count
-    else:
-        query = Q["logs_with_topic0_copy"]
-        params["topic0"] = table.topic0
+    query, params = _logs_query(table, chain, low, high, copy=True)
     chunks: list[bytes] = []
     async with conn.cursor().copy(query, params) as copy:
         async for chunk in copy:
