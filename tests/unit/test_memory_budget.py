@@ -584,3 +584,28 @@ def test_a_read_buffer_is_kept_for_the_next_answer_only_when_nothing_else_holds_
     buffers.give(kept)
     clock[0] += rpc._Buffers.IDLE_SECS + 1
     assert buffers.take(2 * MIB) is not kept
+
+
+async def test_a_decoded_answers_buffer_is_read_into_again_by_the_next_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client hands each decoded answer's buffer back (nothing else refers to it once
+    the results are parsed), and reads the next answer of about its size into it: no new
+    buffer is made for it."""
+    made: list[int] = []
+    new_buffer = _rows.new_buffer
+
+    def counted(size: int) -> bytearray:
+        made.append(size)
+        return new_buffer(size)
+
+    monkeypatch.setattr(_rows, "new_buffer", counted)
+    async with huge_node() as node, client(node) as rpc:
+        node.mode, node.size = "ok", 3 * MIB
+        calls = [("eth_getBlockByNumber", ["0x1", True])] * 3
+        first = await rpc.batch_parsed(calls, list)
+        assert len(made) == 1 and len(rpc._buffers._kept) == 1
+        second = await rpc.batch_parsed(calls, list)
+        assert len(made) == 1, "a new buffer was made for the second answer"
+        assert len(rpc._buffers._kept) == 1  # and given back again
+        assert first == second and rpc.budget.in_use_bytes == 0
