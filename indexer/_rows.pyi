@@ -45,6 +45,6 @@ LogRow = tuple[int, int, int, bytes, bytes, tuple[bytes, ...], bytes]
 EventSpec = tuple[bytes | None, int, bytes | None, int, tuple[tuple[int, int, int, int], ...]]
 
 def event_rows(
-    encoded_logs: bytes, spec: EventSpec, /
+    encoded_logs: bytes | memoryview, spec: EventSpec, /
 ) -> tuple[bytes, int, list[tuple[int, int]], int]: ...
 def log_rows(encoded: bytes, topic0s: set[bytes] | frozenset[bytes] | None, /) -> list[LogRow]: ...

@@ -277,7 +277,9 @@ async def _stored_logs(
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
-async def _stored_log_rows(conn: Any, chain: int, table: EventTable, low: int, high: int) -> bytes:
+async def _stored_log_rows(
+    conn: Any, chain: int, table: EventTable, low: int, high: int
+) -> memoryview:
     """The logs `_stored_logs` reads, as the binary COPY rows of `logs` (no header or
     trailer), for `_rows.event_rows`."""
     query, params = _logs_query(table, chain, low, high, copy=True)
@@ -291,7 +293,7 @@ async def _stored_log_rows(conn: Any, chain: int, table: EventTable, low: int, h
     if not data.startswith(_COPY_SIGNATURE) or len(data) < 21 or data[-2:] != b"\xff\xff":
         raise errors.StoreError(f"reading the logs of {table.name}: not a binary COPY answer")
     start = 19 + int.from_bytes(data[15:19], "big")
-    return data[start:-2]
+    return memoryview(data)[start:-2]  # the rows, not copied again
 
 
 async def _factory_addresses(

@@ -54,19 +54,24 @@ class TableSink:
         found = [r for r in map(self.rows, blocks) if r is not None and r.count]
         if not found:
             return 0
-        values = [r for r in found if r.values]
-        encoded = [r.encoded for r in found if r.encoded]
+        await self.write_encoded(cur, chain, [r.encoded for r in found if r.encoded])
+        await self.write_values(cur, chain, [row for r in found for row in r.values])
+        return sum(r.count for r in found)
+
+    async def write_encoded(
+        self, cur: psycopg.AsyncCursor[Any], chain: int, parts: Sequence[bytes]
+    ) -> None:
+        """COPY rows already encoded (`Rows.encoded`: binary COPY rows, back to back); each
+        part must be of `chain` (StoreError before anything is written, otherwise)."""
+        if not parts:
+            return
         prefix = self.table.copy_prefix(chain)
-        if not all(data.startswith(prefix) for data in encoded):
+        if not all(data.startswith(prefix) for data in parts):
             raise errors.StoreError(
                 f"{self.table.name}: rows encoded for another chain than {chain}; not written"
             )
-        if values:
-            await self.write_values(cur, chain, [row for rows in values for row in rows.values])
-        if encoded:
-            async with cur.copy(self._copy) as copy:
-                await copy.write(b"".join([_COPY_HEADER, *encoded, _COPY_TRAILER]))
-        return sum(r.count for r in found)
+        async with cur.copy(self._copy) as copy:
+            await copy.write(b"".join([_COPY_HEADER, *parts, _COPY_TRAILER]))
 
     async def write_values(
         self, cur: psycopg.AsyncCursor[Any], chain: int, rows: Sequence[tuple[Any, ...]]
@@ -170,15 +175,8 @@ class EventSink(TableSink):
             {"chain": chain, "table": self.table.name, "low": low, "high": high},
         )
         deleted_skipped = cur.rowcount
-        written = await self.write_values(cur, chain, rows)
-        if encoded:
-            if not encoded.startswith(self.table.copy_prefix(chain)):
-                raise errors.StoreError(
-                    f"{self.table.name}: rows encoded for another chain than {chain}; not written"
-                )
-            async with cur.copy(self._copy) as copy:
-                await copy.write(b"".join([_COPY_HEADER, encoded, _COPY_TRAILER]))
-            written += count
+        await self.write_encoded(cur, chain, [encoded] if encoded else [])
+        written = await self.write_values(cur, chain, rows) + count
         await self.count(cur, chain, rows=written - deleted, skipped=skipped)
         await cur.execute(
             Q["event_registry_backfilled"],
