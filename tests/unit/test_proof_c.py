@@ -26,6 +26,35 @@ def test_keccak256_equals_the_reference(data: bytes) -> None:
     assert _proof.keccak256(data) == mpt.keccak256(data)
 
 
+# Lengths around the 136-byte block: 0, 1, 135, 136, 137, 271, 272, ... (padding cases).
+_MESSAGES = st.lists(
+    st.integers(min_value=0, max_value=6).flatmap(
+        lambda blocks: st.binary(min_size=max(0, 136 * blocks - 2), max_size=136 * blocks + 2)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_MESSAGES)
+def test_many_digests_at_once_equal_one_at_a_time(messages: list[bytes]) -> None:
+    # Eight at a time (where the CPU can), grouped by size, mixed sizes in a group: each
+    # digest in its message's place.
+    one_by_one = [mpt.keccak256(m) for m in messages]
+    assert _proof.keccak256_many(messages) == one_by_one
+    assert _proof.keccak256_many(messages, 8) == one_by_one
+    assert _proof.keccak256_many(messages, 1) == one_by_one
+
+
+def test_many_digests_use_the_vector_unit_where_the_cpu_has_one() -> None:
+    flags = set()
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+    assert _proof.SIMD_LANES == (8 if "avx512f" in flags else 1)
+
+
 @settings(max_examples=1500, deadline=None)
 @given(items)
 def test_rlp_equals_the_reference(item: Any) -> None:
@@ -35,6 +64,13 @@ def test_rlp_equals_the_reference(item: Any) -> None:
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=120), max_size=300))
 def test_ordered_trie_root_equals_the_reference(values: list[bytes]) -> None:
+    assert _proof.ordered_trie_root(values) == mpt.ordered_trie_root(values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=900), max_size=200))
+def test_roots_of_large_values_equal_the_reference(values: list[bytes]) -> None:
+    # Leaves of several blocks each, hashed together with their siblings.
     assert _proof.ordered_trie_root(values) == mpt.ordered_trie_root(values)
 
 
