@@ -725,13 +725,7 @@ static int put_hex_data(Buf *b, PyObject *v, PyObject *key, Py_ssize_t size) {
     if (buf_reserve(b, m + 1) < 0)
         return -1;
     unsigned char *out = (unsigned char *)b->data + b->len;
-    int valid = 1;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        int hi = HEX[s[2 * i]], lo = HEX[s[2 * i + 1]];
-        valid &= hi != 0 && lo != 0;
-        out[i] = (unsigned char)(((hi - 1) << 4) | (lo - 1));
-    }
-    if (!valid) {
+    if (!hex_to_bytes(s, m, out)) {
         b->len = start;
         return lbad(key, "not hex");
     }

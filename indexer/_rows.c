@@ -117,12 +117,8 @@ static int put_hex(Buf *b, PyObject *o, Py_ssize_t size, const Op *op, Py_ssize_
         return -1;
     put_u32(b, (uint32_t)(n / 2));
     unsigned char *out = (unsigned char *)b->data + b->len;
-    for (Py_ssize_t i = 0; i < n; i += 2) {
-        int hi = HEX[(unsigned char)s[i]], lo = HEX[(unsigned char)s[i + 1]];
-        if (!hi || !lo)
-            return bad(op, row, "not hex");
-        out[i / 2] = (unsigned char)(((hi - 1) << 4) | (lo - 1));
-    }
+    if (!hex_to_bytes((const unsigned char *)s, n / 2, out))
+        return bad(op, row, "not hex");
     b->len += n / 2;
     return 0;
 }

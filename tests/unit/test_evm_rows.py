@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexer import _rows, errors, tables
-from indexer.chain import evm_fields, evm_rows
+from indexer.chain import evm_encoding, evm_fields, evm_layouts, evm_rows
 from indexer.chain.evm import EvmSource
 from indexer.chain.evm_rows import decode_full_batch
 from indexer.chain.rpc import RpcClient, results_of
@@ -285,6 +285,44 @@ def test_encoder_names_the_bad_field_and_row() -> None:
     assert log_error(transactionIndex="0x2").startswith("transactionIndex of row 0")
     assert log_error(transactionHash=hashes[1]).startswith("transactionHash of row 0")
     assert log_error(removed=True) == "removed of row 0: not false"
+
+
+# Hex digits of any case; a damaged one anywhere (the vector decoder takes 32 digits at a
+# time, the rest one pair at a time): bytes that are no digit, or neighbours of digits.
+_NOT_HEX = st.sampled_from(["g", "G", "/", ":", "@", "`", "x", " ", "\u00e9", "\u0100"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.booleans(), st.data())
+def test_hex_data_is_decoded_or_refused_in_both_encoders(
+    raw: bytes, upper: bool, data: st.DataObject
+) -> None:
+    digits = raw.hex().upper() if upper else raw.hex()
+    damage = data.draw(st.none() | st.tuples(st.integers(0, max(0, len(digits) - 1)), _NOT_HEX))
+    if damage is not None and digits:
+        at, char = damage
+        digits = digits[:at] + char + digits[at + 1 :]
+    block: Any = msgspec.convert(block_json(10, txs=1), evm_rows._Block)
+    tx = msgspec.structs.replace(block.transactions[0], input="0x" + digits)
+    layout = evm_layouts.transaction_of(tx)
+    if damage is not None and digits:
+        with pytest.raises(ValueError, match=r"input of row 0: not (hex|an ASCII string)"):
+            evm_fields.TRANSACTIONS.encode(PREFIXES["transactions"], [tx], block_hash=block.hash,
+                                           block_number=block.number, number=10)  # fmt: skip
+        with pytest.raises(ValueError, match="input"):
+            layout.encode(tx)
+        return
+    encoded = evm_fields.TRANSACTIONS.encode(PREFIXES["transactions"], [tx],
+                                             block_hash=block.hash, block_number=block.number,
+                                             number=10)  # fmt: skip
+    (row,) = read_rows(encoded, TX_TYPES)
+    assert row[TX_TYPES_INPUT] == raw
+    assert layout.encode(tx) == evm_encoding.transaction_envelope(
+        {**msgspec.to_builtins(tx), "input": "0x" + raw.hex()}
+    )
+
+
+TX_TYPES_INPUT = [c.name for c in tables.TRANSACTIONS.columns].index("input")
 
 
 # -- The differential property: random damage anywhere in a batch
