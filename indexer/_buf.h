@@ -89,20 +89,50 @@ __attribute__((target("avx2"))) static Py_ssize_t hex_to_bytes_avx2(const unsign
     *valid = _mm256_movemask_epi8(ok) == -1;
     return i;
 }
+
+/* Whether the CPU has AVX2 (asked once). */
+static int have_avx2(void) {
+    static int avx2 = -1;
+    if (avx2 < 0) {
+        __builtin_cpu_init();
+        avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return avx2;
+}
+
+/* The index of the first byte from p[i] that is a quote or a backslash (or, with `high`,
+ * not ASCII), or where fewer than 32 bytes are left: JSON strings skipped 32 bytes at a
+ * time (the caller goes on from there). */
+__attribute__((target("avx2"))) static Py_ssize_t string_run_avx2(const unsigned char *p,
+                                                                  Py_ssize_t n, Py_ssize_t i,
+                                                                  int high) {
+    const __m256i quote = _mm256_set1_epi8('"'), backslash = _mm256_set1_epi8('\\');
+    while (i + 32 <= n) {
+        __m256i c = _mm256_loadu_si256((const __m256i *)(p + i));
+        uint32_t stop = (uint32_t)_mm256_movemask_epi8(
+            _mm256_or_si256(_mm256_cmpeq_epi8(c, quote), _mm256_cmpeq_epi8(c, backslash)));
+        if (high)
+            stop |= (uint32_t)_mm256_movemask_epi8(c);
+        if (stop)
+            return i + __builtin_ctz(stop);
+        i += 32;
+    }
+    return i;
+}
 #else
 #define HEX_SIMD 0
+static int have_avx2(void) { return 0; }
+static Py_ssize_t string_run_avx2(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, int high) {
+    (void)p, (void)n, (void)high;
+    return i;
+}
 #endif
 
 static int hex_to_bytes(const unsigned char *s, Py_ssize_t m, unsigned char *out) {
     int valid = 1;
     Py_ssize_t i = 0;
 #if HEX_SIMD
-    static int avx2 = -1;
-    if (avx2 < 0) {
-        __builtin_cpu_init();
-        avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (avx2 && m >= 16)
+    if (m >= 16 && have_avx2())
         i = hex_to_bytes_avx2(s, m, out, &valid);
 #endif
     for (; i < m; i++) {

@@ -739,8 +739,11 @@ static int is_plain_json(const unsigned char *p, Py_ssize_t n) {
     const uint64_t quotes = ONES * '"', backslashes = ONES * '\\';
     Py_ssize_t i = 0;
     int in_string = 0;
+    int avx2 = have_avx2();
     while (i < n) {
         if (in_string) {
+            if (avx2)
+                i = string_run_avx2(p, n, i, 1);
             while (i + 8 <= n) {
                 uint64_t w;
                 memcpy(&w, p + i, 8);
@@ -889,7 +892,10 @@ static Py_ssize_t skip_ws(const unsigned char *p, Py_ssize_t n, Py_ssize_t i) {
 static Py_ssize_t skip_string(const unsigned char *p, Py_ssize_t n, Py_ssize_t i) {
     const uint64_t quotes = ONES * '"', backslashes = ONES * '\\';
     i++;
+    int avx2 = have_avx2();
     for (;;) {
+        if (avx2)
+            i = string_run_avx2(p, n, i, 0);
         while (i + 8 <= n) {
             uint64_t w;
             memcpy(&w, p + i, 8);

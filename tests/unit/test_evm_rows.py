@@ -530,9 +530,18 @@ def test_hashes_fast_path_never_accepts_what_the_checked_path_refuses(
 
 # -- Where a batch's results are (`_rows.batch_results`), against a JSON parser
 
+# Runs of plain characters around 32 (skipped 32 bytes at a time where the CPU can) between
+# quotes, backslashes and non-ASCII characters.
+_LONG_TEXT = st.lists(
+    st.sampled_from(
+        ["a" * 7, "b" * 31, "0" * 32, "x" * 33, "a" * 64, '"', "\\", "é", "😀", "\x7f"]
+    ),
+    max_size=8,
+).map("".join)
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**12), 10**12)
-    | st.text(alphabet='ab"\\{}[],: \n0x', max_size=8),
+    | st.text(alphabet='ab"\\{}[],: \n0x', max_size=8)
+    | _LONG_TEXT,
     lambda inner: st.lists(inner, max_size=4)
     | st.dictionaries(st.text(alphabet='ab"\\{}', max_size=4), inner, max_size=4),
     max_leaves=12,
@@ -583,3 +592,25 @@ def test_batch_results_finds_exactly_what_a_json_parser_finds(case: tuple[bytes,
     assert isinstance(items, list) and len(items) == len(spans)
     assert all(set(item) <= {"id", "result", "jsonrpc"} for item in items)
     assert {item["id"]: item["result"] for item in items} == located
+
+
+# -- Whether a body is plain JSON (`_rows.plain_json`): long strings, skipped 32 bytes at a
+# time where the CPU can, checked to the byte
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(_LONG_TEXT, min_size=1, max_size=4),
+    st.data(),
+)
+def test_plain_json_finds_any_bad_byte_in_a_long_string(
+    texts: list[str], data: st.DataObject
+) -> None:
+    body = orjson.dumps(texts)
+    assert _rows.plain_json(body)
+    bad = data.draw(st.sampled_from([b"\xff", b"\xc3(", b"\xed\xa0\x80", b"\xc0\xaf", b"\x80"]))
+    at = data.draw(st.integers(2, len(body) - 2))  # inside the array
+    damaged = body[:at] + bad + body[at:]
+    if body[at - 1 : at] == b"\\":  # an escape's second byte: msgspec checks escapes
+        return
+    assert not _rows.plain_json(damaged)
