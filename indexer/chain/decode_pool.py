@@ -63,7 +63,14 @@ class Decoder:
             self._thread = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"decode-{self._label}"
             )
-        call = functools.partial(fn, *args, **kwargs)
+        calls = [functools.partial(fn, *args, **kwargs)]
+
+        def call() -> T:
+            # The thread lets go of the arguments before the result is set: the executor's
+            # work item lives on until its thread gets the GIL back, which may be after the
+            # caller has resumed; a read buffer it still held would not be kept for reuse.
+            return calls.pop()()
+
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -33,6 +33,38 @@ async def test_default_decodes_on_a_thread_of_this_process() -> None:
     assert sys.getswitchinterval() <= 0.001  # the event loop gets the GIL back sooner
 
 
+def length(buffer: bytearray) -> int:
+    return len(buffer)
+
+
+async def test_the_decode_thread_lets_go_of_the_arguments_before_the_caller_resumes() -> None:
+    # The read buffer is kept for the next answer only when nothing else refers to it once
+    # decoded (rpc._Buffers.give). Another thread competing for the GIL, as the event loop
+    # does in the daemon, stalls the decode thread between setting the result and dropping
+    # its work item.
+    decoder = Decoder(0, label="t")
+    stop = threading.Event()
+
+    def compete() -> None:
+        while not stop.is_set():
+            sum(range(200))
+
+    competitor = threading.Thread(target=compete)
+    competitor.start()
+    held = 0
+    try:
+        for _ in range(300):
+            buffer = bytearray(16)
+            baseline = sys.getrefcount(buffer)
+            assert await decoder.run_here(length, buffer) == 16
+            held += sys.getrefcount(buffer) > baseline
+    finally:
+        stop.set()
+        competitor.join()
+        decoder.close()
+    assert held == 0, f"still referred to after {held} of 300 calls"
+
+
 async def test_workers_decode_in_other_processes() -> None:
     decoder = Decoder(2, label="t")
     try:
