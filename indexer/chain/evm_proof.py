@@ -130,6 +130,16 @@ def _is_state_sync_receipt(block: JsonObject, receipt: JsonObject) -> bool:
     return isinstance(tx_hash, str) and tx_hash.lower() == "0x" + state_sync_tx_hash(block).hex()
 
 
+def _is_listed_state_sync_tx(block: JsonObject, txs: Sequence[object], index: int) -> bool:
+    tx = txs[index]
+    tx_hash = tx.get("hash") if isinstance(tx, Mapping) else tx
+    return (
+        index == len(txs) - 1
+        and isinstance(tx_hash, str)
+        and tx_hash.lower() == "0x" + state_sync_tx_hash(block).hex()
+    )
+
+
 @dataclass(frozen=True)
 class Quirk:
     """A chain rule that departs from Ethereum's, stated as which checks it changes."""
@@ -143,6 +153,8 @@ class Quirk:
     enables: frozenset[Check] = frozenset()
     # Receipts the node sends that are not consensus receipts: kept out of roots and bloom.
     drops_receipt: Callable[[JsonObject, JsonObject], bool] | None = None
+    # Transactions the node lists that are in no trie: (block, transactions, index).
+    drops_transaction: Callable[[JsonObject, Sequence[object], int], bool] | None = None
 
 
 _OP_STACK = frozenset({"optimism", "base", "op-stack"})
@@ -152,9 +164,12 @@ QUIRKS: tuple[Quirk, ...] = (
         name="polygon-state-sync",
         chains=frozenset({"polygon"}),
         rule="Bor returns a state-sync receipt (hash keccak('matic-bor-receipt-' || number || "
-        "hash)) after the block's transactions; it is in no trie and not in logsBloom",
-        source="squid-sdk evm/evm-rpc/src/chain-utils.ts; bor#369, bor#1654",
+        "hash)) after the block's transactions, and lists the state-sync transaction (same "
+        "hash) last in the block's transactions; both are in no trie and not in logsBloom",
+        source="squid-sdk evm/evm-rpc/src/chain-utils.ts; bor#369, bor#1654; "
+        "polygon-63481232 fixture",
         drops_receipt=_is_state_sync_receipt,
+        drops_transaction=_is_listed_state_sync_tx,
     ),
     Quirk(
         name="polygon-pip74-state-sync-tx",
@@ -255,6 +270,14 @@ def consensus_receipts(
     return [r for r in receipts if not any(drop(block, r) for drop in drops)]
 
 
+def consensus_transactions(
+    block: JsonObject, txs: Sequence[JsonObject], *, chain: str
+) -> list[JsonObject]:
+    """Return the transactions the block commits to: its list less chain pseudo-transactions."""
+    drops = [q.drops_transaction for q in QUIRKS if chain in q.chains and q.drops_transaction]
+    return [tx for i, tx in enumerate(txs) if not any(drop(block, txs, i) for drop in drops)]
+
+
 def _expect(check: Check, where: str, expected: bytes, computed: bytes) -> None:
     if expected != computed:
         raise ProofMismatch(check, where=where, expected=expected, computed=computed)
@@ -286,7 +309,7 @@ def verify_block(
         _expect(Check.HEADER_HASH, "block.hash", f.data("hash", 32), header_hash(block))
     if Check.ARBITRUM_HEADER_INFO in run:
         _check_arbitrum_header_info(f)
-    txs = f.array("transactions")
+    txs = consensus_transactions(block, f.array("transactions"), chain=chain)
     if Check.TRANSACTION_HASHES in run:
         for i, tx in enumerate(txs):
             tx_fields = _Fields(tx, _where_tx(tx, i))

@@ -36,7 +36,7 @@ import msgspec
 from indexer import _rows, errors, tables
 from indexer.chain import evm_fields
 from indexer.chain.evm_checked import TX_HASH
-from indexer.chain.evm_verify import Verifier, system_tx_hash
+from indexer.chain.evm_verify import Verifier, lists_system_tx, system_tx_hash
 from indexer.models import Block, Rows
 
 _ZERO_BLOOM = "0x" + "0" * 512
@@ -266,6 +266,8 @@ def _decode(
         tx_hashes = [tx.hash for tx in txs]
         if len(set(map(str.lower, tx_hashes))) != len(tx_hashes):
             raise _Refused  # a transaction twice: the checked path names it
+        if lists_system_tx(tx_hashes, system):
+            del tx_hashes[-1]  # stored with the others; named as the system one (after them)
         spelling = _Spelled(raw.hash, raw.number, tx_hashes,
                             bloom is not None and bloom != _ZERO_BLOOM, bloom, system)  # fmt: skip
         if logs == "receipts":

@@ -56,6 +56,17 @@ def default_level(rules: str | None) -> str:
     return "full" if rules is not None else "links"
 
 
+def lists_system_tx(txs: Sequence[Any], system: str | None) -> bool:
+    """Whether a block's transaction list ends with its system transaction: Bor lists its
+    state-sync transaction last (from and to zero, no signature). It is in no trie and no
+    commitment covers its fields: the node's word is all there is, like its receipt's."""
+    if system is None or not txs:
+        return False
+    last = txs[-1]
+    tx_hash = last if isinstance(last, str) else _get(last, "hash")
+    return isinstance(tx_hash, str) and tx_hash.lower() == system
+
+
 def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
@@ -113,6 +124,10 @@ class Verifier:
         if self.level != "full":
             return
         txs = _get(block, "transactions") or []
+        if lists_system_tx(
+            txs, system_tx_hash(self.rules, _get(block, "number"), _get(block, "hash"))
+        ):
+            txs = txs[:-1]  # Bor's state-sync transaction: in no trie
         full_txs = bool(txs) and not isinstance(txs[0], str)
         if full_txs:
             # In C: every envelope, its hash against the transaction's, the trie root.

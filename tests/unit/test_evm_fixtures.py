@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from indexer import errors, tables
-from indexer.chain import evm_fields, evm_rows, evm_verify
+from indexer.chain import evm_fields, evm_rest, evm_rows, evm_verify
 from indexer.chain.evm import EvmSource
 from indexer.chain.evm_rows import LogSource
 from indexer.chain.fields import FieldTable
@@ -21,7 +21,15 @@ from indexer.chain.rpc import RpcClient
 from indexer.config import EvmChainConfig
 from indexer.models import Block
 from tests.support.columns import expected
-from tests.unit.test_evm_rows import CHAIN, PREFIXES, RawRpc, _table_rows, body_of, rows_of
+from tests.unit.test_evm_rows import (
+    CHAIN,
+    PREFIXES,
+    RawRpc,
+    _table_rows,
+    body_of,
+    read_rows,
+    rows_of,
+)
 
 DATA = Path(__file__).parent.parent / "data" / "evm"
 FIXTURES = sorted(
@@ -54,16 +62,17 @@ def answers(name: str, mode: LogSource) -> list[Any]:
     assert receipts is not None
     if mode == "receipts":
         return [block, receipts]
-    # eth_getLogs answers the logs of the block's transactions (a Polygon state-sync
-    # receipt's logs name a transaction the block does not list: not in this answer).
+    # eth_getLogs answers the logs of the block's listed transactions (a state-sync
+    # receipt of polygon-50000000's shape names a transaction the block does not list).
     tx_hashes = {tx["hash"] for tx in block["transactions"]}
     return [block, [lg for r in receipts if r["transactionHash"] in tx_hashes for lg in r["logs"]]]
 
 
 def rules_of(name: str) -> Any:
-    """The consensus rules of a fixture's chain (hive: Ethereum's, on a test chain)."""
+    """The consensus rules of a fixture's chain (hive: Ethereum's, on a test chain; BSC:
+    Ethereum's encodings)."""
     family = name.split("-")[0]
-    return "ethereum" if family == "hive" else family
+    return "ethereum" if family in ("hive", "bsc") else family
 
 
 def test_every_fixture_with_full_transactions_is_here() -> None:
@@ -120,6 +129,44 @@ def test_fixture_is_stored_exactly_by_both_paths(name: str, mode: LogSource) -> 
     )
 
 
+def _stored(block: Block, table: tables.Table) -> list[dict[str, Any]]:
+    """A table's rows of the block as Postgres would give them back (jsonb lists as lists)."""
+    found = block.rows.get(table.name)
+    rows = read_rows(found.encoded, table.copy_types) if found is not None else []
+    return [dict(zip([c.name for c in table.columns], row, strict=True)) for row in rows]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fixture_rows_verify_at_rest(name: str) -> None:
+    """What `indexer verify` does with no node: the stored rows, spelled back as answers
+    (`evm_rest`), recompute the block's hash and roots at the level its data allows."""
+    mode: LogSource = "receipts" if load(name)[1] is not None else "none"
+    results = answers(name, mode)
+    number = int(results[0]["number"], 16)
+    decoded = evm_rows.decode_full_batch(
+        body_of(results), list(range(len(results))), start=number, count=1,
+        prefixes=PREFIXES, logs=mode,
+    )  # fmt: skip
+    assert decoded is not None, "the fast path refused a real block"
+    (block,) = decoded
+    (head,) = _stored(block, tables.BLOCKS)
+    receipts = _stored(block, tables.RECEIPTS) if mode == "receipts" else None
+    answer, receipt_answers, _ = evm_rest.block_answers(
+        head, transactions=_stored(block, tables.TRANSACTIONS), receipts=receipts,
+        logs=_stored(block, tables.LOGS),
+        withdrawals=_stored(block, tables.WITHDRAWALS)
+        if head["withdrawals_root"] is not None else None,
+    )  # fmt: skip
+    verifier = evm_verify.Verifier(level="full", rules=rules_of(name), label="t")
+    verifier.check(answer, receipts=receipt_answers)
+    if answer["transactions"]:  # and a changed stored value is found
+        first = answer["transactions"][0]
+        changed = {**first, "input": first["input"] + "00"}  # in every type's encoding
+        answer["transactions"] = [changed, *answer["transactions"][1:]]
+        with pytest.raises(errors.ResponseCorrupted):
+            verifier.check(answer, receipts=receipt_answers)
+
+
 def test_the_fixtures_cover_the_transaction_types_and_fields() -> None:
     types: set[str] = set()
     keys: set[str] = set()
@@ -149,17 +196,23 @@ def test_orjson_and_fixtures_agree() -> None:
 # -- Polygon's state sync: a receipt (and logs) after the block's transactions, in no trie
 
 
-def polygon_with_state_sync() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def polygon_with_state_sync(*, listed: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """polygon-50000000 (real, verifiable) with a state-sync receipt appended the way Bor
     appends one: the real state-sync receipt of polygon-67836608, moved to this block (its
     hash by the state-sync formula, its index after the transactions, its logs numbered
     after the block's). Bor leaves it out of the receipts root and the bloom, so the block
-    still verifies."""
+    still verifies. `listed`: the block also lists the state-sync transaction last, as Bor
+    does (the real one of polygon-63481232, moved the same way): in no trie either."""
     block, receipts = load("polygon-50000000")
     assert receipts is not None
     sync = json.loads((DATA / "polygon-67836608" / "receipt-state-sync.json").read_text())
     system = evm_verify.system_tx_hash("polygon", block["number"], block["hash"])
     index = hex(len(block["transactions"]))
+    if listed:
+        real, _ = load("polygon-63481232")
+        tx = {**real["transactions"][-1], "blockHash": block["hash"], "hash": system,
+              "blockNumber": block["number"], "transactionIndex": index}  # fmt: skip
+        block = {**block, "transactions": [*block["transactions"], tx]}
     first_log = sum(len(r["logs"]) for r in receipts)
     moved = {**sync, "blockHash": block["hash"], "blockNumber": block["number"],
              "transactionHash": system, "transactionIndex": index}  # fmt: skip
@@ -171,9 +224,11 @@ def polygon_with_state_sync() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return block, [*receipts, moved]
 
 
+@pytest.mark.parametrize("listed", [False, True], ids=["receipt", "listed"])
 @pytest.mark.parametrize("mode", ["receipts", "getLogs"])
-def test_polygon_state_sync_is_stored_and_the_block_verifies(mode: LogSource) -> None:
-    block, receipts = polygon_with_state_sync()
+def test_polygon_state_sync_is_stored_and_the_block_verifies(mode: LogSource, listed: bool) -> None:
+    block, receipts = polygon_with_state_sync(listed=listed)
+    own = len(block["transactions"]) - listed  # the transactions in the trie
     if mode == "receipts":
         results: list[Any] = [block, receipts]
     else:
@@ -195,7 +250,11 @@ def test_polygon_state_sync_is_stored_and_the_block_verifies(mode: LogSource) ->
         unbound = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
         assert rows_of(fast) == rows_of(asyncio.run(unbound.blocks(number, 1)))
         _, _, logs = rows_of(fast)
-        synced = [row for row in logs if row[3] == len(block["transactions"])]
+        synced = [row for row in logs if row[3] == own]
         assert len(synced) == 2  # the state sync's logs, kept
         if mode == "receipts":
-            assert fast[0].rows_in("receipts") == len(block["transactions"]) + 1
+            assert fast[0].rows_in("receipts") == own + 1
+        # A listed state-sync transaction is stored as the node lists it, at its index.
+        _, txs, _ = rows_of(fast)
+        assert len(txs) == len(block["transactions"])
+        _check_columns(evm_fields.TRANSACTIONS, txs, block["transactions"])

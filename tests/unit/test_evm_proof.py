@@ -97,6 +97,13 @@ LEVELS: dict[str, tuple[str, frozenset[Check]]] = {
     "polygon-50000000": ("polygon", FULL),
     # Polygon PoS before its London fork (no baseFeePerGas); per-transaction receipts.
     "polygon-9013760": ("polygon", FULL),
+    # Polygon PoS with a state sync, as Bor serves it: the state-sync transaction appended
+    # last to `transactions` (in no trie); its receipt alone was found, not the others'.
+    "polygon-63481232": ("polygon", BLOCK_ONLY),
+    # BSC mainnet (Parlia): Ethereum's encodings. Before Shanghai (legacy transactions only),
+    # and after Maxwell (requestsHash, empty withdrawals, a blob transaction); no receipts.
+    "bsc-31300324": ("ethereum", BLOCK_ONLY),
+    "bsc-58054314": ("ethereum", BLOCK_ONLY | WITHDRAWALS),
 }
 
 
@@ -119,6 +126,17 @@ def receipts(name: str) -> list[dict[str, Any]] | None:
 
 def has_full_transactions(name: str) -> bool:
     return all(isinstance(tx, dict) for tx in block(name)["transactions"])
+
+
+def trie_transactions(name: str) -> list[dict[str, Any]]:
+    """The transactions the block's transactionsRoot commits to: on Polygon, all but Bor's
+    state-sync transaction, which Bor lists last (its hash is the state-sync formula's)."""
+    b = block(name)
+    txs: list[dict[str, Any]] = b["transactions"]
+    if LEVELS[name][0] == "polygon" and txs:
+        if txs[-1]["hash"] == h(evm_proof.state_sync_tx_hash(b)):
+            return txs[:-1]
+    return txs
 
 
 FIXTURES = sorted(LEVELS)
@@ -166,14 +184,14 @@ def test_header_hash(name):
 
 @pytest.mark.parametrize("name", WITH_FULL_TXS)
 def test_transaction_hashes(name):
-    txs = block(name)["transactions"]
+    txs = trie_transactions(name)
     assert [h(evm_proof.transaction_hash(tx)) for tx in txs] == [tx["hash"] for tx in txs]
 
 
 @pytest.mark.parametrize("name", WITH_FULL_TXS)
 def test_transactions_root(name):
     b = block(name)
-    assert h(evm_proof.transactions_root(b["transactions"])) == b["transactionsRoot"]
+    assert h(evm_proof.transactions_root(trie_transactions(name))) == b["transactionsRoot"]
 
 
 @pytest.mark.parametrize("name", WITH_RECEIPTS)
@@ -269,6 +287,36 @@ def test_polygon_state_sync_hash_matches_a_real_state_sync_receipt():
     assert evm_proof.consensus_receipts(header, [receipt], chain="polygon") == []
     assert evm_proof.consensus_receipts(header, [receipt], chain="ethereum") == [receipt]
     assert h(evm_proof.logs_bloom(receipt["logs"])) == receipt["logsBloom"]
+
+
+def test_polygon_block_lists_its_state_sync_transaction_in_no_trie():
+    # Real: Bor's eth_getBlockByNumber(n, true) appends the state-sync transaction, and its
+    # eth_getTransactionReceipt answers the state-sync receipt, of the same block.
+    b = block("polygon-63481232")
+    receipt = _load("polygon-63481232/receipt-state-sync.json")
+    txs = b["transactions"]
+    sync = txs[-1]
+    zero = "0x" + "00" * 20
+    assert sync["hash"] == h(evm_proof.state_sync_tx_hash(b)) == receipt["transactionHash"]
+    assert (sync["from"], sync["to"], sync["gas"], sync["input"]) == (zero, zero, "0x0", "0x")
+    assert sync["transactionIndex"] == receipt["transactionIndex"] == hex(len(txs) - 1)
+    assert receipt["blockHash"] == b["hash"] and receipt["blockNumber"] == b["number"]
+    # Its fields do not hash to its hash, and the root is that of the other transactions.
+    assert h(evm_proof.transaction_hash(sync)) != sync["hash"]
+    assert h(evm_proof.transactions_root(txs[:-1])) == b["transactionsRoot"]
+    assert h(evm_proof.transactions_root(txs)) != b["transactionsRoot"]
+    # Its receipt: logs of two state syncs (StateCommitted from the StateReceiver), a bloom of
+    # its own, bits of which the block's logsBloom lacks.
+    assert h(evm_proof.logs_bloom(receipt["logs"])) == receipt["logsBloom"]
+    committed = [lg for lg in receipt["logs"] if lg["address"] == "0x" + "00" * 18 + "1001"]
+    assert len(committed) == 2
+    block_bloom = bytes.fromhex(b["logsBloom"][2:])
+    own = bytes.fromhex(receipt["logsBloom"][2:])
+    assert any(bit & ~held for bit, held in zip(own, block_bloom, strict=True))
+    assert evm_proof.consensus_receipts(b, [receipt], chain="polygon") == []
+    # Without it the block verifies at its documented level.
+    plan = evm_proof.verify_block({**b, "transactions": txs[:-1]}, chain="polygon")
+    assert set(plan.run) == LEVELS["polygon-63481232"][1]
 
 
 def test_polygon_state_sync_receipt_is_kept_out_of_roots_and_bloom():
