@@ -33,7 +33,15 @@ from typing import Any
 
 import orjson
 
-from benchmarks import backfill, etl, events_backfill, events_follow, reorg_latency, replay_node
+from benchmarks import (
+    backfill,
+    decode_cost,
+    etl,
+    events_backfill,
+    events_follow,
+    reorg_latency,
+    replay_node,
+)
 from benchmarks.backfill import DEFAULT_DSN, Settings
 from benchmarks.replay_node import REPO, ReplayNode, Shape
 
@@ -202,6 +210,15 @@ def run_suite(plan: Plan, dsn: str, only: set[str]) -> dict[str, Any]:
     )
     step("full", lambda: _sweep(dsn, "full", plan.full_blocks, plan.full_settings))
     step("logs", lambda: _sweep(dsn, "full", plan.logs_blocks, plan.logs_settings, LOGS))
+    step(
+        "decode_cost",
+        lambda: {
+            logs: decode_cost.measure(
+                blocks=plan.profile_blocks // 3, batch=100, rounds=5, logs=logs
+            )
+            for logs in ("receipts", "getLogs")
+        },
+    )
     step(
         "events_follow",
         lambda: events_follow.measure(
@@ -454,6 +471,13 @@ def table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             "target": TARGET_EVENTS_OVERHEAD,
             "reached": found["reached"],
         }
+    decoding = results.get("decode_cost")
+    if isinstance(decoding, dict) and "error" not in decoding:
+        for logs, ms in decoding.items():
+            store = "receipts" if logs == "receipts" else "logs"
+            add(
+                f"decode CPU per block, store={store}", "one process", f"{ms:.2f}", "ms (best of 5)"
+            )
     filled = results.get("events_backfill")
     if isinstance(filled, dict) and "summary" in filled:
         for i, run in enumerate(filled["runs"]):
