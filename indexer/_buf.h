@@ -90,7 +90,7 @@ __attribute__((target("avx2"))) static Py_ssize_t hex_to_bytes_avx2(const unsign
     return i;
 }
 
-/* Whether the CPU has AVX2 (asked once). */
+/* Whether the CPU has AVX2 (asked once: each module asks at import). */
 static int have_avx2(void) {
     static int avx2 = -1;
     if (avx2 < 0) {

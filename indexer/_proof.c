@@ -1614,6 +1614,7 @@ PyMODINIT_FUNC PyInit__proof(void) {
             return NULL;
     if (PyType_Ready(&LayoutType) < 0)
         return NULL;
+    (void)have_avx2(); /* asked here, before any thread without the GIL asks */
 #if HAVE_X8
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))

@@ -1542,6 +1542,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__rows(void) {
+    (void)have_avx2(); /* asked here, before any thread without the GIL asks */
     if (PyType_Ready(&FieldTableType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
