@@ -103,9 +103,8 @@ static int have_avx2(void) {
 /* The index of the first byte from p[i] that is a quote or a backslash (or, with `high`,
  * not ASCII), or where fewer than 32 bytes are left: JSON strings skipped 32 bytes at a
  * time (the caller goes on from there). */
-__attribute__((target("avx2"))) static Py_ssize_t string_run_avx2(const unsigned char *p,
-                                                                  Py_ssize_t n, Py_ssize_t i,
-                                                                  int high) {
+__attribute__((target("avx2"))) static inline Py_ssize_t
+string_run_avx2(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, int high) {
     const __m256i quote = _mm256_set1_epi8('"'), backslash = _mm256_set1_epi8('\\');
     while (i + 32 <= n) {
         __m256i c = _mm256_loadu_si256((const __m256i *)(p + i));
@@ -121,8 +120,8 @@ __attribute__((target("avx2"))) static Py_ssize_t string_run_avx2(const unsigned
 }
 #else
 #define HEX_SIMD 0
-static int have_avx2(void) { return 0; }
-static Py_ssize_t string_run_avx2(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, int high) {
+static inline int have_avx2(void) { return 0; }
+static inline Py_ssize_t string_run_avx2(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, int high) {
     (void)p, (void)n, (void)high;
     return i;
 }

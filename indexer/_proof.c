@@ -318,6 +318,7 @@ X8 static void keccak256_x8(const unsigned char *const *data, const Py_ssize_t *
 
 static int simd_lanes = 1; /* 8 where the CPU has AVX-512 (set at import) */
 
+#if HAVE_X8
 typedef struct {
     Py_ssize_t blocks;
     Py_ssize_t index;
@@ -329,6 +330,7 @@ static int order_cmp(const void *a, const void *b) {
         return x->blocks < y->blocks ? -1 : 1;
     return x->index < y->index ? -1 : x->index > y->index;
 }
+#endif
 
 /* out[32 * i] = keccak256(data[i][:len[i]]) for i < n, `lanes` (8 or 1) at a time. */
 static void keccak256_lanes(const unsigned char *const *data, const Py_ssize_t *len,
