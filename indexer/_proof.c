@@ -44,87 +44,95 @@ static const uint64_t RC[24] = {
 };
 static inline uint64_t rol(uint64_t x, int n) { return (x << n) | (x >> (64 - n)); }
 
-/* One lane per local variable, a{x}{y} = A[x + 5y], every step of a round written out
- * (generated: theta's column parities c and d, rho and pi into b, chi back into a, iota):
- * the compiler keeps the state in registers, 1.75x as fast as a loop over an array. */
-static void keccak_f(uint64_t st[25]) {
-    uint64_t a00 = st[0], a10 = st[1], a20 = st[2], a30 = st[3], a40 = st[4],
-             a01 = st[5], a11 = st[6], a21 = st[7], a31 = st[8], a41 = st[9],
-             a02 = st[10], a12 = st[11], a22 = st[12], a32 = st[13], a42 = st[14],
-             a03 = st[15], a13 = st[16], a23 = st[17], a33 = st[18], a43 = st[19],
-             a04 = st[20], a14 = st[21], a24 = st[22], a34 = st[23], a44 = st[24];
-    uint64_t b00, b10, b20, b30, b40, b01, b11, b21, b31, b41, b02, b12, b22,
-             b32, b42, b03, b13, b23, b33, b43, b04, b14, b24, b34, b44;
-    uint64_t c0, c1, c2, c3, c4, d0, d1, d2, d3, d4;
-    for (int round = 0; round < 24; round++) {
-        c0 = a00 ^ a01 ^ a02 ^ a03 ^ a04;
-        c1 = a10 ^ a11 ^ a12 ^ a13 ^ a14;
-        c2 = a20 ^ a21 ^ a22 ^ a23 ^ a24;
-        c3 = a30 ^ a31 ^ a32 ^ a33 ^ a34;
-        c4 = a40 ^ a41 ^ a42 ^ a43 ^ a44;
-        d0 = c4 ^ rol(c1, 1);
-        d1 = c0 ^ rol(c2, 1);
-        d2 = c1 ^ rol(c3, 1);
-        d3 = c2 ^ rol(c4, 1);
-        d4 = c3 ^ rol(c0, 1);
-        b00 = (a00 ^ d0);
-        b02 = rol(a10 ^ d1, 1);
-        b04 = rol(a20 ^ d2, 62);
-        b01 = rol(a30 ^ d3, 28);
-        b03 = rol(a40 ^ d4, 27);
-        b13 = rol(a01 ^ d0, 36);
-        b10 = rol(a11 ^ d1, 44);
-        b12 = rol(a21 ^ d2, 6);
-        b14 = rol(a31 ^ d3, 55);
-        b11 = rol(a41 ^ d4, 20);
-        b21 = rol(a02 ^ d0, 3);
-        b23 = rol(a12 ^ d1, 10);
-        b20 = rol(a22 ^ d2, 43);
-        b22 = rol(a32 ^ d3, 25);
-        b24 = rol(a42 ^ d4, 39);
-        b34 = rol(a03 ^ d0, 41);
-        b31 = rol(a13 ^ d1, 45);
-        b33 = rol(a23 ^ d2, 15);
-        b30 = rol(a33 ^ d3, 21);
-        b32 = rol(a43 ^ d4, 8);
-        b42 = rol(a04 ^ d0, 18);
-        b44 = rol(a14 ^ d1, 2);
-        b41 = rol(a24 ^ d2, 61);
-        b43 = rol(a34 ^ d3, 56);
-        b40 = rol(a44 ^ d4, 14);
-        a00 = b00 ^ (~b10 & b20);
-        a10 = b10 ^ (~b20 & b30);
-        a20 = b20 ^ (~b30 & b40);
-        a30 = b30 ^ (~b40 & b00);
-        a40 = b40 ^ (~b00 & b10);
-        a01 = b01 ^ (~b11 & b21);
-        a11 = b11 ^ (~b21 & b31);
-        a21 = b21 ^ (~b31 & b41);
-        a31 = b31 ^ (~b41 & b01);
-        a41 = b41 ^ (~b01 & b11);
-        a02 = b02 ^ (~b12 & b22);
-        a12 = b12 ^ (~b22 & b32);
-        a22 = b22 ^ (~b32 & b42);
-        a32 = b32 ^ (~b42 & b02);
-        a42 = b42 ^ (~b02 & b12);
-        a03 = b03 ^ (~b13 & b23);
-        a13 = b13 ^ (~b23 & b33);
-        a23 = b23 ^ (~b33 & b43);
-        a33 = b33 ^ (~b43 & b03);
-        a43 = b43 ^ (~b03 & b13);
-        a04 = b04 ^ (~b14 & b24);
-        a14 = b14 ^ (~b24 & b34);
-        a24 = b24 ^ (~b34 & b44);
-        a34 = b34 ^ (~b44 & b04);
-        a44 = b44 ^ (~b04 & b14);
-        a00 ^= RC[round];
-    }
-    st[0] = a00; st[1] = a10; st[2] = a20; st[3] = a30; st[4] = a40;
-    st[5] = a01; st[6] = a11; st[7] = a21; st[8] = a31; st[9] = a41;
-    st[10] = a02; st[11] = a12; st[12] = a22; st[13] = a32; st[14] = a42;
-    st[15] = a03; st[16] = a13; st[17] = a23; st[18] = a33; st[19] = a43;
+/* Keccak-f[1600] over lanes of type T, one lane per local variable, a{x}{y} = A[x + 5y],
+ * every step of a round written out (generated: theta's column parities c and d, rho and
+ * pi into b, chi back into a, iota): the compiler keeps the state in registers, 1.75x as
+ * fast as a loop over an array. The operations are parameters: uint64_t lanes here, eight
+ * messages' lanes in an AVX-512 register below (keccak_f_x8). */
+#define KECCAK_F(T, X5, X2, ROL, CHI, IOTA) \
+    T a00 = st[0], a10 = st[1], a20 = st[2], a30 = st[3], a40 = st[4],            \
+            a01 = st[5], a11 = st[6], a21 = st[7], a31 = st[8], a41 = st[9],      \
+            a02 = st[10], a12 = st[11], a22 = st[12], a32 = st[13], a42 = st[14], \
+            a03 = st[15], a13 = st[16], a23 = st[17], a33 = st[18], a43 = st[19], \
+            a04 = st[20], a14 = st[21], a24 = st[22], a34 = st[23], a44 = st[24]; \
+    T b00, b10, b20, b30, b40, b01, b11, b21, b31, b41, b02, b12, b22,            \
+            b32, b42, b03, b13, b23, b33, b43, b04, b14, b24, b34, b44;           \
+    T c0, c1, c2, c3, c4, d0, d1, d2, d3, d4;                                     \
+    for (int round = 0; round < 24; round++) {                                    \
+        c0 = X5(a00, a01, a02, a03, a04);                                         \
+        c1 = X5(a10, a11, a12, a13, a14);                                         \
+        c2 = X5(a20, a21, a22, a23, a24);                                         \
+        c3 = X5(a30, a31, a32, a33, a34);                                         \
+        c4 = X5(a40, a41, a42, a43, a44);                                         \
+        d0 = X2(c4, ROL(c1, 1));                                                  \
+        d1 = X2(c0, ROL(c2, 1));                                                  \
+        d2 = X2(c1, ROL(c3, 1));                                                  \
+        d3 = X2(c2, ROL(c4, 1));                                                  \
+        d4 = X2(c3, ROL(c0, 1));                                                  \
+        b00 = X2(a00, d0);                                                        \
+        b02 = ROL(X2(a10, d1), 1);                                                \
+        b04 = ROL(X2(a20, d2), 62);                                               \
+        b01 = ROL(X2(a30, d3), 28);                                               \
+        b03 = ROL(X2(a40, d4), 27);                                               \
+        b13 = ROL(X2(a01, d0), 36);                                               \
+        b10 = ROL(X2(a11, d1), 44);                                               \
+        b12 = ROL(X2(a21, d2), 6);                                                \
+        b14 = ROL(X2(a31, d3), 55);                                               \
+        b11 = ROL(X2(a41, d4), 20);                                               \
+        b21 = ROL(X2(a02, d0), 3);                                                \
+        b23 = ROL(X2(a12, d1), 10);                                               \
+        b20 = ROL(X2(a22, d2), 43);                                               \
+        b22 = ROL(X2(a32, d3), 25);                                               \
+        b24 = ROL(X2(a42, d4), 39);                                               \
+        b34 = ROL(X2(a03, d0), 41);                                               \
+        b31 = ROL(X2(a13, d1), 45);                                               \
+        b33 = ROL(X2(a23, d2), 15);                                               \
+        b30 = ROL(X2(a33, d3), 21);                                               \
+        b32 = ROL(X2(a43, d4), 8);                                                \
+        b42 = ROL(X2(a04, d0), 18);                                               \
+        b44 = ROL(X2(a14, d1), 2);                                                \
+        b41 = ROL(X2(a24, d2), 61);                                               \
+        b43 = ROL(X2(a34, d3), 56);                                               \
+        b40 = ROL(X2(a44, d4), 14);                                               \
+        a00 = CHI(b00, b10, b20);                                                 \
+        a10 = CHI(b10, b20, b30);                                                 \
+        a20 = CHI(b20, b30, b40);                                                 \
+        a30 = CHI(b30, b40, b00);                                                 \
+        a40 = CHI(b40, b00, b10);                                                 \
+        a01 = CHI(b01, b11, b21);                                                 \
+        a11 = CHI(b11, b21, b31);                                                 \
+        a21 = CHI(b21, b31, b41);                                                 \
+        a31 = CHI(b31, b41, b01);                                                 \
+        a41 = CHI(b41, b01, b11);                                                 \
+        a02 = CHI(b02, b12, b22);                                                 \
+        a12 = CHI(b12, b22, b32);                                                 \
+        a22 = CHI(b22, b32, b42);                                                 \
+        a32 = CHI(b32, b42, b02);                                                 \
+        a42 = CHI(b42, b02, b12);                                                 \
+        a03 = CHI(b03, b13, b23);                                                 \
+        a13 = CHI(b13, b23, b33);                                                 \
+        a23 = CHI(b23, b33, b43);                                                 \
+        a33 = CHI(b33, b43, b03);                                                 \
+        a43 = CHI(b43, b03, b13);                                                 \
+        a04 = CHI(b04, b14, b24);                                                 \
+        a14 = CHI(b14, b24, b34);                                                 \
+        a24 = CHI(b24, b34, b44);                                                 \
+        a34 = CHI(b34, b44, b04);                                                 \
+        a44 = CHI(b44, b04, b14);                                                 \
+        a00 = IOTA(a00, RC[round]);                                               \
+    }                                                                             \
+    st[0] = a00; st[1] = a10; st[2] = a20; st[3] = a30; st[4] = a40;              \
+    st[5] = a01; st[6] = a11; st[7] = a21; st[8] = a31; st[9] = a41;              \
+    st[10] = a02; st[11] = a12; st[12] = a22; st[13] = a32; st[14] = a42;         \
+    st[15] = a03; st[16] = a13; st[17] = a23; st[18] = a33; st[19] = a43;         \
     st[20] = a04; st[21] = a14; st[22] = a24; st[23] = a34; st[24] = a44;
-}
+
+#define S_X5(a, b, c, d, e) ((a) ^ (b) ^ (c) ^ (d) ^ (e))
+#define S_X2(a, b) ((a) ^ (b))
+#define S_CHI(a, b, c) ((a) ^ (~(b) & (c)))
+#define S_IOTA(a, rc) ((a) ^ (rc))
+
+static void keccak_f(uint64_t st[25]) { KECCAK_F(uint64_t, S_X5, S_X2, rol, S_CHI, S_IOTA) }
 
 
 #define RATE 136 /* bytes: 1600 - 2 * 256 bits */
@@ -185,84 +193,9 @@ static void keccak256(const unsigned char *data, Py_ssize_t len, unsigned char o
 #define ROL(x, n) _mm512_rol_epi64((x), (n))
 #define CHI(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0xD2) /* a ^ (~b & c) */
 
-X8 static void keccak_f_x8(__m512i st[25]) {
-    __m512i a00 = st[0], a10 = st[1], a20 = st[2], a30 = st[3], a40 = st[4],
-            a01 = st[5], a11 = st[6], a21 = st[7], a31 = st[8], a41 = st[9],
-            a02 = st[10], a12 = st[11], a22 = st[12], a32 = st[13], a42 = st[14],
-            a03 = st[15], a13 = st[16], a23 = st[17], a33 = st[18], a43 = st[19],
-            a04 = st[20], a14 = st[21], a24 = st[22], a34 = st[23], a44 = st[24];
-    __m512i b00, b10, b20, b30, b40, b01, b11, b21, b31, b41, b02, b12, b22,
-            b32, b42, b03, b13, b23, b33, b43, b04, b14, b24, b34, b44;
-    __m512i c0, c1, c2, c3, c4, d0, d1, d2, d3, d4;
-    for (int round = 0; round < 24; round++) {
-        c0 = X5(a00, a01, a02, a03, a04);
-        c1 = X5(a10, a11, a12, a13, a14);
-        c2 = X5(a20, a21, a22, a23, a24);
-        c3 = X5(a30, a31, a32, a33, a34);
-        c4 = X5(a40, a41, a42, a43, a44);
-        d0 = X2(c4, ROL(c1, 1));
-        d1 = X2(c0, ROL(c2, 1));
-        d2 = X2(c1, ROL(c3, 1));
-        d3 = X2(c2, ROL(c4, 1));
-        d4 = X2(c3, ROL(c0, 1));
-        b00 = X2(a00, d0);
-        b02 = ROL(X2(a10, d1), 1);
-        b04 = ROL(X2(a20, d2), 62);
-        b01 = ROL(X2(a30, d3), 28);
-        b03 = ROL(X2(a40, d4), 27);
-        b13 = ROL(X2(a01, d0), 36);
-        b10 = ROL(X2(a11, d1), 44);
-        b12 = ROL(X2(a21, d2), 6);
-        b14 = ROL(X2(a31, d3), 55);
-        b11 = ROL(X2(a41, d4), 20);
-        b21 = ROL(X2(a02, d0), 3);
-        b23 = ROL(X2(a12, d1), 10);
-        b20 = ROL(X2(a22, d2), 43);
-        b22 = ROL(X2(a32, d3), 25);
-        b24 = ROL(X2(a42, d4), 39);
-        b34 = ROL(X2(a03, d0), 41);
-        b31 = ROL(X2(a13, d1), 45);
-        b33 = ROL(X2(a23, d2), 15);
-        b30 = ROL(X2(a33, d3), 21);
-        b32 = ROL(X2(a43, d4), 8);
-        b42 = ROL(X2(a04, d0), 18);
-        b44 = ROL(X2(a14, d1), 2);
-        b41 = ROL(X2(a24, d2), 61);
-        b43 = ROL(X2(a34, d3), 56);
-        b40 = ROL(X2(a44, d4), 14);
-        a00 = CHI(b00, b10, b20);
-        a10 = CHI(b10, b20, b30);
-        a20 = CHI(b20, b30, b40);
-        a30 = CHI(b30, b40, b00);
-        a40 = CHI(b40, b00, b10);
-        a01 = CHI(b01, b11, b21);
-        a11 = CHI(b11, b21, b31);
-        a21 = CHI(b21, b31, b41);
-        a31 = CHI(b31, b41, b01);
-        a41 = CHI(b41, b01, b11);
-        a02 = CHI(b02, b12, b22);
-        a12 = CHI(b12, b22, b32);
-        a22 = CHI(b22, b32, b42);
-        a32 = CHI(b32, b42, b02);
-        a42 = CHI(b42, b02, b12);
-        a03 = CHI(b03, b13, b23);
-        a13 = CHI(b13, b23, b33);
-        a23 = CHI(b23, b33, b43);
-        a33 = CHI(b33, b43, b03);
-        a43 = CHI(b43, b03, b13);
-        a04 = CHI(b04, b14, b24);
-        a14 = CHI(b14, b24, b34);
-        a24 = CHI(b24, b34, b44);
-        a34 = CHI(b34, b44, b04);
-        a44 = CHI(b44, b04, b14);
-        a00 = X2(a00, _mm512_set1_epi64((long long)RC[round]));
-    }
-    st[0] = a00; st[1] = a10; st[2] = a20; st[3] = a30; st[4] = a40;
-    st[5] = a01; st[6] = a11; st[7] = a21; st[8] = a31; st[9] = a41;
-    st[10] = a02; st[11] = a12; st[12] = a22; st[13] = a32; st[14] = a42;
-    st[15] = a03; st[16] = a13; st[17] = a23; st[18] = a33; st[19] = a43;
-    st[20] = a04; st[21] = a14; st[22] = a24; st[23] = a34; st[24] = a44;
-}
+#define V_IOTA(a, rc) X2((a), _mm512_set1_epi64((long long)(rc)))
+
+X8 static void keccak_f_x8(__m512i st[25]) { KECCAK_F(__m512i, X5, X2, ROL, CHI, V_IOTA) }
 
 /* Up to eight messages (n <= 8) of `blocks` blocks each or fewer: a message with fewer
  * blocks takes its digest after its last block (the zero blocks after it change nothing
