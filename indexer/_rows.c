@@ -875,7 +875,10 @@ static PyObject *copy_into(PyObject *module, PyObject *args) {
  * with JSON whitespace between tokens. Anything else (an "error" member, another key, an
  * escape in a key, a duplicate) gives None and the caller decodes the answer as before. It
  * only locates values: each result's bytes are then decoded by msgspec, which checks their
- * syntax, so the whole answer is accepted only if it is a JSON array of such objects. */
+ * syntax, so the whole answer is accepted only if it is a JSON array of such objects.
+ * In the same pass it checks what plain_json checks (valid UTF-8 in strings, no non-ASCII
+ * byte outside them, numbers of at most 20 characters without an exponent): False when the
+ * answer has that shape but is not plain, so the caller need not read it a second time. */
 
 typedef struct {
     long long id;
@@ -888,36 +891,51 @@ static Py_ssize_t skip_ws(const unsigned char *p, Py_ssize_t n, Py_ssize_t i) {
     return i;
 }
 
-/* The end of the string starting at p[i] == '"' (just past its closing quote), or -1. */
-static Py_ssize_t skip_string(const unsigned char *p, Py_ssize_t n, Py_ssize_t i) {
+/* The end of the string starting at p[i] == '"' (just past its closing quote), or -1.
+ * Clears *plain at a byte that is not valid UTF-8 (escapes are msgspec's to check). */
+static Py_ssize_t skip_string(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, int *plain) {
     const uint64_t quotes = ONES * '"', backslashes = ONES * '\\';
     i++;
     int avx2 = have_avx2();
     for (;;) {
         if (avx2)
-            i = string_run_avx2(p, n, i, 0);
+            i = string_run_avx2(p, n, i, 1);
         while (i + 8 <= n) {
             uint64_t w;
             memcpy(&w, p + i, 8);
-            if (HAS_ZERO(w ^ quotes) || HAS_ZERO(w ^ backslashes))
+            if ((w & HIGHS) || HAS_ZERO(w ^ quotes) || HAS_ZERO(w ^ backslashes))
                 break;
             i += 8;
         }
         if (i >= n)
             return -1;
-        if (p[i] == '"')
+        unsigned char c = p[i];
+        if (c == '"')
             return i + 1;
-        i += p[i] == '\\' ? 2 : 1;
+        if (c == '\\') {
+            i += 2;
+        } else if (c < 0x80) {
+            i++;
+        } else {
+            Py_ssize_t len = utf8_sequence(p + i, n - i);
+            if (len == 0) {
+                *plain = 0;
+                len = 1;
+            }
+            i += len;
+        }
     }
 }
 
-/* The end of the value starting at p[i] (nesting counted outside strings), or -1. */
-static Py_ssize_t skip_value(const unsigned char *p, Py_ssize_t n, Py_ssize_t i) {
+/* The end of the value starting at p[i] (nesting counted outside strings), or -1. Clears
+ * *plain as plain_json would refuse (see skip_string; outside strings: a non-ASCII byte,
+ * a number of more than 20 characters or with an exponent). */
+static Py_ssize_t skip_value(const unsigned char *p, Py_ssize_t n, Py_ssize_t i, int *plain) {
     Py_ssize_t depth = 0;
     while (i < n) {
         unsigned char c = p[i];
         if (c == '"') {
-            if ((i = skip_string(p, n, i)) < 0)
+            if ((i = skip_string(p, n, i, plain)) < 0)
                 return -1;
         } else if (c == '{' || c == '[') {
             depth++;
@@ -929,7 +947,20 @@ static Py_ssize_t skip_value(const unsigned char *p, Py_ssize_t n, Py_ssize_t i)
             i++;
         } else if (c == ',' && depth == 0) {
             return i;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            Py_ssize_t end = i;
+            while (end < n && ((p[end] >= '0' && p[end] <= '9') || p[end] == '-' ||
+                               p[end] == '+' || p[end] == '.' || p[end] == 'e' || p[end] == 'E')) {
+                if (p[end] == 'e' || p[end] == 'E')
+                    *plain = 0;
+                end++;
+            }
+            if (end - i > 20)
+                *plain = 0;
+            i = end;
         } else {
+            if (c >= 0x80)
+                *plain = 0;
             i++;
         }
         if (depth == 0 && (c == '}' || c == ']' || c == '"'))
@@ -939,7 +970,7 @@ static Py_ssize_t skip_value(const unsigned char *p, Py_ssize_t n, Py_ssize_t i)
 }
 
 /* -1 when not the shape above; else the number of spans written. */
-static Py_ssize_t split_batch(const unsigned char *p, Py_ssize_t n, Span **spans) {
+static Py_ssize_t split_batch(const unsigned char *p, Py_ssize_t n, Span **spans, int *plain) {
     Py_ssize_t cap = 0, count = 0, i = skip_ws(p, n, 0);
     if (i >= n || p[i] != '[')
         return -1;
@@ -956,7 +987,7 @@ static Py_ssize_t split_batch(const unsigned char *p, Py_ssize_t n, Span **spans
             i = skip_ws(p, n, i);
             if (i >= n || p[i] != '"')
                 return -1;
-            Py_ssize_t key = i + 1, key_end = skip_string(p, n, i);
+            Py_ssize_t key = i + 1, key_end = skip_string(p, n, i, plain);
             if (key_end < 0)
                 return -1;
             Py_ssize_t key_len = key_end - 1 - key;
@@ -980,7 +1011,7 @@ static Py_ssize_t split_batch(const unsigned char *p, Py_ssize_t n, Span **spans
             } else if (key_len == 6 && memcmp(p + key, "result", 6) == 0 && !seen_result) {
                 seen_result = 1;
                 span.start = i;
-                if ((i = skip_value(p, n, i)) < 0 || i == span.start)
+                if ((i = skip_value(p, n, i, plain)) < 0 || i == span.start)
                     return -1;
                 span.end = i;
                 while (span.end > span.start && (p[span.end - 1] == ' ' || p[span.end - 1] == '\t'
@@ -1032,8 +1063,9 @@ static PyObject *batch_results(PyObject *module, PyObject *arg) {
         return NULL;
     Span *spans = NULL;
     Py_ssize_t count;
+    int plain = 1;
     Py_BEGIN_ALLOW_THREADS
-    count = split_batch((const unsigned char *)view.buf, view.len, &spans);
+    count = split_batch((const unsigned char *)view.buf, view.len, &spans, &plain);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyObject *out = NULL;
@@ -1041,6 +1073,8 @@ static PyObject *batch_results(PyObject *module, PyObject *arg) {
         PyErr_NoMemory();
     } else if (count < 0) {
         out = Py_NewRef(Py_None);
+    } else if (!plain) {
+        out = Py_NewRef(Py_False);
     } else if ((out = PyList_New(count)) != NULL) {
         for (Py_ssize_t k = 0; k < count; k++) {
             PyObject *item = Py_BuildValue("(Lnn)", spans[k].id, spans[k].start, spans[k].end);

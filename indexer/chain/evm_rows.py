@@ -140,12 +140,14 @@ def _answers(body: bytes | bytearray, ids: Sequence[int], expected: int) -> list
     """The batch's results in request order, as raw JSON (each a result: no error, no gap).
 
     Found with the GIL released by `_rows.batch_results` when the answer has the plain shape
-    nodes send (each result then decoded, and so checked, on its own); else by msgspec."""
-    if not _rows.plain_json(body):  # what msgspec would skip unchecked (see _rows.c)
-        raise _Refused
+    nodes send (each result then decoded, and so checked, on its own); else by msgspec.
+    Either way the answer must be plain JSON (`plain_json`: what msgspec would skip
+    unchecked, see _rows.c), which `batch_results` checks in the same pass."""
     if len(ids) != expected:
         raise _Refused
     spans = _rows.batch_results(body)
+    if spans is False or (spans is None and not _rows.plain_json(body)):
+        raise _Refused
     if spans is not None:
         by_span = {i: (start, end) for i, start, end in spans}
         if len(spans) != len(ids) or len(by_span) != len(spans):

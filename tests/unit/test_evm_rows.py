@@ -582,8 +582,9 @@ def test_batch_results_finds_exactly_what_a_json_parser_finds(case: tuple[bytes,
     body, plain = case
     spans = _rows.batch_results(body)
     assert spans is not None or not plain
-    if spans is None:
-        return
+    assert spans is not False or not plain, "an undamaged body is plain JSON"
+    if spans is None or spans is False:
+        return  # msgspec decides, or the checked path (not plain JSON)
     try:
         located = {i: orjson.loads(body[start:end]) for i, start, end in spans}
     except orjson.JSONDecodeError:
@@ -614,3 +615,26 @@ def test_plain_json_finds_any_bad_byte_in_a_long_string(
     if body[at - 1 : at] == b"\\":  # an escape's second byte: msgspec checks escapes
         return
     assert not _rows.plain_json(damaged)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(batch_bodies(), st.data())
+def test_batch_results_says_what_plain_json_says(
+    case: tuple[bytes, bool], data: st.DataObject
+) -> None:
+    """Where it locates the results it has read every byte: False exactly when `plain_json`
+    refuses the body (so the fast path needs one pass, not two)."""
+    body, _ = case
+    if body and data.draw(st.booleans()):
+        at = data.draw(st.integers(0, len(body) - 1))
+        odd = data.draw(
+            st.sampled_from(
+                [b"\xff", b"\xc3(", b"\xed\xa0\x80", "é".encode(), "😀".encode(), b"1e5", b"2E-3",
+                 b"1" * 21, b"-" + b"9" * 20, b"1.5"]
+            )
+        )  # fmt: skip
+        body = body[:at] + odd + body[at:]
+    spans = _rows.batch_results(body)
+    if spans is None:
+        return  # not the shape it reads: plain_json decides alone
+    assert (spans is not False) == _rows.plain_json(body)
