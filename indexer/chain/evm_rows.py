@@ -36,7 +36,12 @@ import msgspec
 from indexer import _rows, errors, tables
 from indexer.chain import evm_fields
 from indexer.chain.evm_checked import TX_HASH
-from indexer.chain.evm_verify import Verifier, lists_system_tx, system_tx_hash
+from indexer.chain.evm_verify import (
+    Verifier,
+    has_pip74_state_sync,
+    lists_system_tx,
+    system_tx_hash,
+)
 from indexer.models import Block, Rows
 
 _ZERO_BLOOM = "0x" + "0" * 512
@@ -209,6 +214,7 @@ class _Spelled(NamedTuple):
     bloom_says_logs: bool
     bloom: str | None = None
     system: str | None = None  # the hash of the block's system transaction (Polygon)
+    unverifiable_bloom: bool = False  # Polygon's PIP-74 state sync: see evm_verify
 
     @property
     def named_hashes(self) -> list[str]:
@@ -271,7 +277,8 @@ def _decode(
         if lists_system_tx(tx_hashes, system):
             del tx_hashes[-1]  # stored with the others; named as the system one (after them)
         spelling = _Spelled(raw.hash, raw.number, tx_hashes,
-                            bloom is not None and bloom != _ZERO_BLOOM, bloom, system)  # fmt: skip
+                            bloom is not None and bloom != _ZERO_BLOOM, bloom, system,
+                            verifier.rules == "polygon" and has_pip74_state_sync(txs))  # fmt: skip
         if logs == "receipts":
             assert receipts is not None
             block_receipts = _RECEIPTS.decode(receipts[offset])
@@ -311,9 +318,11 @@ def _logs_of_range(
             in_bloom = [lg for lg in logs if lg.transactionHash != spelling.system]
         if spelling.bloom_says_logs != bool(in_bloom):
             raise _Refused  # the bloom and the logs disagree: the checked path says how
-        verifier.check_logs_bloom(
-            {"number": spelling.number, "hash": spelling.hash, "logsBloom": spelling.bloom}, logs
-        )
+        if not spelling.unverifiable_bloom:
+            verifier.check_logs_bloom(
+                {"number": spelling.number, "hash": spelling.hash, "logsBloom": spelling.bloom},
+                logs,
+            )
         encoded = b""
         if logs:
             encoded = log_table.encode(

@@ -258,3 +258,55 @@ def test_polygon_state_sync_is_stored_and_the_block_verifies(mode: LogSource, li
         _, txs, _ = rows_of(fast)
         assert len(txs) == len(block["transactions"])
         _check_columns(evm_fields.TRANSACTIONS, txs, block["transactions"])
+
+
+def polygon_with_pip74_state_sync() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """polygon-50000000 with a PIP-74 state-sync transaction (type 0x7f: from and to zero, no
+    gas, no data; its own hash) appended with its receipt, the way PIP-74 specifies them
+    (forum.polygon.technology PIP-74; no real one was found: the transaction and receipt
+    are the real state sync of polygon-63481232 and of polygon-67836608 retyped). Its
+    encoding is not public, so the block's roots cannot be recomputed; its header hash can."""
+    block, receipts = polygon_with_state_sync(listed=True)
+    tx_hash = "0x" + "7f" * 32
+    tx = {**block["transactions"][-1], "type": "0x7f", "hash": tx_hash}
+    receipt = {**receipts[-1], "type": "0x7f", "transactionHash": tx_hash}
+    receipt["logs"] = [{**lg, "transactionHash": tx_hash} for lg in receipt["logs"]]
+    return {**block, "transactions": [*block["transactions"][:-1], tx]}, [*receipts[:-1], receipt]
+
+
+@pytest.mark.parametrize("mode", ["receipts", "getLogs"])
+def test_polygon_pip74_state_sync_block_is_stored_with_its_header_verified(
+    mode: LogSource,
+) -> None:
+    block, receipts = polygon_with_pip74_state_sync()
+    results: list[Any] = (
+        [block, receipts]
+        if mode == "receipts"
+        else [block, [lg for r in receipts for lg in r["logs"]]]
+    )
+    number = int(block["number"], 16)
+    body = body_of(results)
+    rules: Any
+    for rules, accepted in (("polygon", True), ("ethereum", False)):
+        cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=137,
+                             store=STORE[mode], rules=rules, verify="full")  # fmt: skip
+        src = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
+        src.bind(PREFIXES)
+        if not accepted:  # Ethereum's rules know no type 0x7f
+            with pytest.raises(errors.ResponseCorrupted):
+                asyncio.run(src.blocks(number, 1))
+            continue
+        fast = asyncio.run(src.blocks(number, 1))
+        assert src.fast_batches == 1
+        unbound = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
+        assert rows_of(fast) == rows_of(asyncio.run(unbound.blocks(number, 1)))
+        _, txs, logs = rows_of(fast)
+        assert len(txs) == len(block["transactions"])
+        assert len(logs) == sum(len(r["logs"]) for r in receipts)
+    # The header is still checked: a changed header field is refused.
+    changed = {**block, "gasUsed": hex(int(block["gasUsed"], 16) + 1)}
+    body = body_of([changed, *results[1:]])
+    cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=137,
+                         store=STORE[mode], rules="polygon", verify="full")  # fmt: skip
+    with pytest.raises(errors.ResponseCorrupted, match="block hash"):
+        asyncio.run(EvmSource(cfg, cast(RpcClient, RawRpc(body))).blocks(number, 1))
