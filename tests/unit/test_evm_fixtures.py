@@ -224,40 +224,50 @@ def polygon_with_state_sync(*, listed: bool = False) -> tuple[dict[str, Any], li
     return block, [*receipts, moved]
 
 
+def polygon_answers(
+    block: dict[str, Any], receipts: list[dict[str, Any]], mode: LogSource
+) -> tuple[bytes, int]:
+    """The batch answer for `block` with its receipts, or with their logs (getLogs)."""
+    if mode == "receipts":
+        results: list[Any] = [block, receipts]
+    else:
+        results = [block, [lg for r in receipts for lg in r["logs"]]]
+    return body_of(results), int(block["number"], 16)
+
+
+def polygon_source(body: bytes, mode: LogSource, rules: Any) -> EvmSource:
+    cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=137,
+                         store=STORE[mode], rules=rules, verify="full")  # fmt: skip
+    return EvmSource(cfg, cast(RpcClient, RawRpc(body)))
+
+
+def stored_by_both_paths_as_polygon(body: bytes, number: int, mode: LogSource) -> list[Block]:
+    """The block as both paths store it with Polygon's rules (Ethereum's refuse it)."""
+    with pytest.raises(errors.ResponseCorrupted):
+        asyncio.run(polygon_source(body, mode, "ethereum").blocks(number, 1))
+    src = polygon_source(body, mode, "polygon")
+    src.bind(PREFIXES)
+    fast = asyncio.run(src.blocks(number, 1))
+    assert src.fast_batches == 1, "the fast path refused the state sync"
+    checked = asyncio.run(polygon_source(body, mode, "polygon").blocks(number, 1))
+    assert rows_of(fast) == rows_of(checked)
+    return fast
+
+
 @pytest.mark.parametrize("listed", [False, True], ids=["receipt", "listed"])
 @pytest.mark.parametrize("mode", ["receipts", "getLogs"])
 def test_polygon_state_sync_is_stored_and_the_block_verifies(mode: LogSource, listed: bool) -> None:
     block, receipts = polygon_with_state_sync(listed=listed)
     own = len(block["transactions"]) - listed  # the transactions in the trie
+    fast = stored_by_both_paths_as_polygon(*polygon_answers(block, receipts, mode), mode)
+    _, txs, logs = rows_of(fast)
+    synced = [row for row in logs if row[3] == own]
+    assert len(synced) == 2  # the state sync's logs, kept
     if mode == "receipts":
-        results: list[Any] = [block, receipts]
-    else:
-        results = [block, [lg for r in receipts for lg in r["logs"]]]
-    number = int(block["number"], 16)
-    body = body_of(results)
-    rules: Any
-    for rules, accepted in (("polygon", True), ("ethereum", False)):
-        cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=137,
-                             store=STORE[mode], rules=rules, verify="full")  # fmt: skip
-        src = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
-        src.bind(PREFIXES)
-        if not accepted:
-            with pytest.raises(errors.ResponseCorrupted):
-                asyncio.run(src.blocks(number, 1))
-            continue
-        fast = asyncio.run(src.blocks(number, 1))
-        assert src.fast_batches == 1, "the fast path refused the state sync"
-        unbound = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
-        assert rows_of(fast) == rows_of(asyncio.run(unbound.blocks(number, 1)))
-        _, _, logs = rows_of(fast)
-        synced = [row for row in logs if row[3] == own]
-        assert len(synced) == 2  # the state sync's logs, kept
-        if mode == "receipts":
-            assert fast[0].rows_in("receipts") == own + 1
-        # A listed state-sync transaction is stored as the node lists it, at its index.
-        _, txs, _ = rows_of(fast)
-        assert len(txs) == len(block["transactions"])
-        _check_columns(evm_fields.TRANSACTIONS, txs, block["transactions"])
+        assert fast[0].rows_in("receipts") == own + 1
+    # A listed state-sync transaction is stored as the node lists it, at its index.
+    assert len(txs) == len(block["transactions"])
+    _check_columns(evm_fields.TRANSACTIONS, txs, block["transactions"])
 
 
 def polygon_with_pip74_state_sync() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -279,34 +289,13 @@ def test_polygon_pip74_state_sync_block_is_stored_with_its_header_verified(
     mode: LogSource,
 ) -> None:
     block, receipts = polygon_with_pip74_state_sync()
-    results: list[Any] = (
-        [block, receipts]
-        if mode == "receipts"
-        else [block, [lg for r in receipts for lg in r["logs"]]]
-    )
-    number = int(block["number"], 16)
-    body = body_of(results)
-    rules: Any
-    for rules, accepted in (("polygon", True), ("ethereum", False)):
-        cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=137,
-                             store=STORE[mode], rules=rules, verify="full")  # fmt: skip
-        src = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
-        src.bind(PREFIXES)
-        if not accepted:  # Ethereum's rules know no type 0x7f
-            with pytest.raises(errors.ResponseCorrupted):
-                asyncio.run(src.blocks(number, 1))
-            continue
-        fast = asyncio.run(src.blocks(number, 1))
-        assert src.fast_batches == 1
-        unbound = EvmSource(cfg, cast(RpcClient, RawRpc(body)))
-        assert rows_of(fast) == rows_of(asyncio.run(unbound.blocks(number, 1)))
-        _, txs, logs = rows_of(fast)
-        assert len(txs) == len(block["transactions"])
-        assert len(logs) == sum(len(r["logs"]) for r in receipts)
+    body, number = polygon_answers(block, receipts, mode)
+    fast = stored_by_both_paths_as_polygon(body, number, mode)  # Ethereum's: no type 0x7f
+    _, txs, logs = rows_of(fast)
+    assert len(txs) == len(block["transactions"])
+    assert len(logs) == sum(len(r["logs"]) for r in receipts)
     # The header is still checked: a changed header field is refused.
     changed = {**block, "gasUsed": hex(int(block["gasUsed"], 16) + 1)}
-    body = body_of([changed, *results[1:]])
-    cfg = EvmChainConfig(name="t", urls=("http://127.0.0.1:1",), chain_id=137,
-                         store=STORE[mode], rules="polygon", verify="full")  # fmt: skip
+    body, _ = polygon_answers(changed, receipts, mode)
     with pytest.raises(errors.ResponseCorrupted, match="block hash"):
-        asyncio.run(EvmSource(cfg, cast(RpcClient, RawRpc(body))).blocks(number, 1))
+        asyncio.run(polygon_source(body, mode, "polygon").blocks(number, 1))
