@@ -16,7 +16,7 @@ from typing import Any
 
 from indexer import errors, tables
 from indexer.chain import evm_fields
-from indexer.chain.evm_verify import system_tx_hash
+from indexer.chain.evm_verify import lists_system_tx, system_tx_hash
 from indexer.chain.fields import Context, read_hex, read_quantity
 from indexer.models import Block, Rows
 
@@ -136,16 +136,15 @@ def map_block(raw: Any, *, number: int, where: str, full: bool, rules: str | Non
         _check_tx_hashes(raw_txs, where)
     bloom = obj.get("logsBloom")
     system = system_tx_hash(rules, hex(number), "0x" + block_hash.hex())
-    system_hash = None if system is None else bytes.fromhex(system[2:])
-    if system_hash is not None and tx_hashes and tx_hashes[-1] == system_hash:
-        # Bor lists its state-sync transaction last: stored with the others, named as the
-        # block's system transaction (after them), in no trie (evm_verify.lists_system_tx).
+    if full and lists_system_tx(raw_txs, system):
+        # Bor's state-sync transaction: stored with the others, named as the block's system
+        # transaction (after them), in no trie.
         tx_hashes = tx_hashes[:-1]
     return Mapped(
         Block(number, block_hash, row[_PARENT_HASH], children),
         tx_hashes,
         isinstance(bloom, str) and bloom != _ZERO_BLOOM,
-        system_hash,
+        None if system is None else bytes.fromhex(system[2:]),
     )
 
 

@@ -139,11 +139,7 @@ class Verifier:
             # reference's quirk polygon-pip74-state-sync-tx). The header hash was checked;
             # each receipt's own bloom still is.
             if receipts is not None:
-                _, bad = _proof.receipts_bloom(receipts)
-                if bad >= 0:
-                    receipt = receipts[bad]
-                    bloom = _proof.logs_bloom(_get(receipt, "logs") or [])
-                    _expect(where, "receipt logsBloom", _get(receipt, "logsBloom"), bloom)
+                _receipt_blooms(receipts, where)
             return
         full_txs = bool(txs) and not isinstance(txs[0], str)
         if full_txs:
@@ -219,14 +215,20 @@ class Verifier:
                 receipts = receipts[:-1]
         # In C: each receipt's bloom from its logs (each address or topic hashed once per
         # block) against its logsBloom, and the block's, their union; then the receipts root.
-        block_bloom, bad = _proof.receipts_bloom(receipts)
-        if bad >= 0:
-            receipt = receipts[bad]
-            bloom = _proof.logs_bloom(_get(receipt, "logs") or [])
-            _expect(where, "receipt logsBloom", _get(receipt, "logsBloom"), bloom)
+        block_bloom = _receipt_blooms(receipts, where)
         root, _ = _proof.encoded_root(receipts, evm_layouts.RECEIPT_BY_TYPE, evm_layouts.receipt_of)
         _expect(where, "receiptsRoot", _get(block, "receiptsRoot"), root)
         _expect(where, "logsBloom", _get(block, "logsBloom"), block_bloom)
+
+
+def _receipt_blooms(receipts: Sequence[Any], where: str) -> bytes:
+    """Each receipt's logsBloom checked against its logs; the block's bloom (their union)."""
+    block_bloom, bad = _proof.receipts_bloom(receipts)
+    if bad >= 0:
+        receipt = receipts[bad]
+        bloom = _proof.logs_bloom(_get(receipt, "logs") or [])
+        _expect(where, "receipt logsBloom", _get(receipt, "logsBloom"), bloom)
+    return block_bloom
 
 
 def _bloom_of(logs: Sequence[Any]) -> bytes:
